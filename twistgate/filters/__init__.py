@@ -1,0 +1,84 @@
+"""
+The filter chain: what runs between the router and the upstream pool.
+
+A filter sees each L{Exchange} on its way upstream and may answer by itself (a 401, a 429, a
+cached answer) or call C{next} and inspect or change the L{Reply} that comes back. A route's chain
+is the global filters (``[gateway] filters``) followed by the route's own, composed once when the
+configuration is loaded, so that a request pays one function call per filter.
+
+Filters are found the way third-party ones are: through L{twisted.plugin.getPlugins} over the
+L{twistgate.plugins} package, by their L{IFilterFactory}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from twistgate.exchange import Exchange, Reply
+
+#: What a filter calls to pass the exchange on: the rest of the chain, ending at the upstream.
+Next = Callable[[Exchange], "Deferred[Reply]"]
+
+
+class IFilter(Interface):
+    """One configured filter, as named by a ``[filter:NAME]`` section."""
+
+    name = Attribute("The NAME of its [filter:NAME] section.")
+    authenticates = Attribute(
+        "True for an authentication filter: routes with ``public = yes`` skip it in the global "
+        "chain."
+    )
+
+    def handle(exchange: Exchange, next: Next) -> Deferred[Reply]:
+        """
+        Handle one request: answer it, or call C{next(exchange)} and return (a Deferred of) what
+        it returns, possibly changed.
+        """
+
+
+class IFilterFactory(Interface):
+    """Makes filters of one kind: the ``use = NAME`` of a filter section."""
+
+    name = Attribute("The name that ``use =`` selects, e.g. 'jwt'.")
+
+    def validate(section: Mapping[str, str]) -> object:
+        """
+        Check the section's keys (all but ``use``, with ``${VAR}`` already filled in) and return
+        the parsed settings; raise L{twistgate.config.SectionError} listing every problem.
+        """
+
+    def build(name: str, settings: object, services: object) -> IFilter:
+        """
+        Make the filter of section C{name} from the settings that L{validate} returned;
+        C{services} gives it the reactor (clock), the store and an HTTP agent.
+        """
+
+
+def compose(filters: Sequence[IFilter], terminal: Next) -> Next:
+    """The chain as one callable: C{filters[0]} runs first, C{terminal} last."""
+    handler = terminal
+    for current in reversed(filters):
+        handler = _link(current, handler)
+    return handler
+
+
+def _link(current: IFilter, rest: Next) -> Next:
+    handle = current.handle
+
+    def run(exchange: Exchange) -> Deferred[Reply]:
+        return handle(exchange, rest)
+
+    return run
+
+
+def filter_factories() -> Mapping[str, IFilterFactory]:
+    """Every filter factory installed: built-in and third-party, by their ``use =`` name."""
+    from twisted.plugin import getPlugins
+
+    from twistgate import plugins
+
+    return {factory.name: factory for factory in getPlugins(IFilterFactory, plugins)}
