@@ -1,0 +1,69 @@
+"""Header rules: hop-by-hop removal, request ids, trusted forwarding headers."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.web.http_headers import Headers
+
+from twistgate.headers import TrustedProxies, end_to_end, request_id_for
+
+
+def test_end_to_end_drops_hop_by_hop_and_connection_named_headers():
+    headers = Headers(
+        {
+            b"Connection": [b"keep-alive, X-Secret"],
+            b"Keep-Alive": [b"timeout=5"],
+            b"Transfer-Encoding": [b"chunked"],
+            b"TE": [b"trailers"],
+            b"Upgrade": [b"websocket"],
+            b"Proxy-Authorization": [b"Basic x"],
+            b"X-Secret": [b"1"],
+            b"Accept": [b"application/json"],
+            b"Set-Cookie": [b"a=1", b"b=2"],
+        }
+    )
+    kept = dict(end_to_end(headers))
+    assert kept == {b"accept": [b"application/json"], b"set-cookie": [b"a=1", b"b=2"]}
+
+
+def test_end_to_end_also_drops_the_callers_names():
+    headers = Headers({b"Host": [b"x"], b"Accept": [b"*/*"]})
+    assert dict(end_to_end(headers, [b"host"])) == {b"accept": [b"*/*"]}
+
+
+def test_a_sane_request_id_is_kept_and_an_odd_one_replaced():
+    assert request_id_for(Headers({b"X-Request-ID": [b"abc-123"]})) == b"abc-123"
+    for odd in [b"", b"a b", b"x" * 200, b"<script>"]:
+        generated = request_id_for(Headers({b"X-Request-ID": [odd]}))
+        assert generated != odd and len(generated) == 32
+    assert request_id_for(Headers()) != request_id_for(Headers())
+
+
+def networks(*texts):
+    return TrustedProxies([ipaddress.ip_network(t) for t in texts])
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored():
+    trusted = networks("10.0.0.0/8")
+    assert trusted.client_address("203.0.113.9", [b"1.2.3.4"]) == "203.0.113.9"
+    assert trusted.forwarded_for("203.0.113.9", [b"1.2.3.4"]) == b"203.0.113.9"
+    assert networks().client_address("127.0.0.1", [b"1.2.3.4"]) == "127.0.0.1"
+
+
+def test_forwarded_for_from_a_trusted_peer_names_the_first_untrusted_hop():
+    trusted = networks("10.0.0.0/8", "127.0.0.1/32")
+    chain = [b"6.6.6.6, 198.51.100.7", b"10.1.1.1"]
+    assert trusted.client_address("127.0.0.1", chain) == "198.51.100.7"
+    expected = b"6.6.6.6, 198.51.100.7, 10.1.1.1, 127.0.0.1"
+    assert trusted.forwarded_for("127.0.0.1", chain) == expected
+
+
+def test_garbage_forwarded_for_from_a_trusted_peer_falls_back_to_the_peer():
+    trusted = networks("127.0.0.1")
+    assert trusted.client_address("127.0.0.1", [b"not-an-ip"]) == "127.0.0.1"
+
+
+def test_ipv4_mapped_ipv6_peers_match_ipv4_networks():
+    assert networks("127.0.0.0/8").trusts("::ffff:127.0.0.1")
+    assert not networks("127.0.0.0/8").trusts("::1")

@@ -1,0 +1,128 @@
+"""
+Header rules of a proxy: what never crosses the gateway, and what it adds on the way upstream.
+
+Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message, so they are
+dropped in both directions, together with every header that ``Connection`` names. The forwarding
+headers (``X-Forwarded-*``) are only believed when they come from a trusted proxy: anyone else
+could claim any client address and so buy a fresh rate-limit budget.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+from twisted.web.http_headers import Headers
+
+#: Lower-cased names of the headers that are never forwarded (SPEC 3).
+HOP_BY_HOP = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+)
+
+_SANE_REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:@+=/-]{1,128}\Z")
+
+
+def connection_named(headers: Headers) -> frozenset[bytes]:
+    """The lower-cased header names that a C{Connection} header lists as hop-by-hop."""
+    values = headers.getRawHeaders(b"connection")
+    if not values:
+        return frozenset()
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
+    )
+
+
+def end_to_end(
+    headers: Headers, also_drop: Iterable[bytes] = ()
+) -> list[tuple[bytes, list[bytes]]]:
+    """
+    The headers of a message that may be forwarded, as (lower-cased name, values) pairs.
+
+    @param also_drop: further lower-cased names to leave out (the caller sets its own).
+    """
+    drop = HOP_BY_HOP | connection_named(headers) | frozenset(also_drop)
+    return [
+        (name.lower(), values)
+        for name, values in headers.getAllRawHeaders()
+        if name.lower() not in drop
+    ]
+
+
+def new_request_id() -> bytes:
+    """A fresh request id: 128 random bits in hex."""
+    return os.urandom(16).hex().encode("ascii")
+
+
+def request_id_for(headers: Headers) -> bytes:
+    """The client's C{X-Request-ID} when it is sane (short, plain characters), else a new one."""
+    values = headers.getRawHeaders(b"x-request-id")
+    if values and len(values) == 1 and _SANE_REQUEST_ID.match(values[0]):
+        return values[0]
+    return new_request_id()
+
+
+class TrustedProxies:
+    """The peers whose C{X-Forwarded-*} headers are believed ([gateway] trusted_proxies)."""
+
+    def __init__(self, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        self._networks = tuple(networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, address: str) -> bool:
+        """Whether C{address} (an IP address string) is inside a trusted network."""
+        if not self._networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self._networks)
+
+    def client_address(self, peer: str, forwarded_for: list[bytes] | None) -> str:
+        """
+        The address of the client this request came from.
+
+        Walking C{X-Forwarded-For} from the right, every hop added by a trusted proxy is skipped;
+        the first address that a trusted proxy reports but is not itself trusted is the client.
+        From an untrusted peer the header is ignored: the peer is the client.
+        """
+        if not forwarded_for or not self.trusts(peer):
+            return peer
+        hops = [
+            hop.strip().decode("latin-1")
+            for value in forwarded_for
+            for hop in value.split(b",")
+            if hop.strip()
+        ]
+        client = peer
+        for hop in reversed(hops):
+            client = hop
+            if not self.trusts(hop):
+                break
+        try:
+            ipaddress.ip_address(client)
+        except ValueError:
+            return peer
+        return client
+
+    def forwarded_for(self, peer: str, forwarded_for: list[bytes] | None) -> bytes:
+        """The C{X-Forwarded-For} value to send upstream: appended to when the peer is trusted."""
+        if forwarded_for and self.trusts(peer):
+            return b", ".join(forwarded_for) + b", " + peer.encode("ascii")
+        return peer.encode("ascii")

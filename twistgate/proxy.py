@@ -1,0 +1,245 @@
+"""
+Forwarding: one exchange to one upstream target, and its answer back as a L{Reply}.
+
+This is the terminal of every filter chain. It builds the upstream request's headers (hop-by-hop
+ones dropped, ``X-Forwarded-*`` and ``X-Request-ID`` added), asks the route's pool for a target,
+and sends the request with the upstream's keep-alive L{Agent}, streaming the body. Failures become
+the answers of SPEC 4: a connection failure tries the next target (when that is safe) and ends as
+502, a target that does not start answering within ``request_timeout`` gives 504, and a pool with
+no target left gives 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import error
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._newclient import ParseError
+from twisted.web.client import (
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http_headers import Headers
+
+from twistgate.exchange import Exchange, Reply
+from twistgate.headers import TrustedProxies, end_to_end
+
+log = Logger()
+
+#: Methods that may be sent again to another target after a failure (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"])
+
+#: Request headers the gateway sets itself instead of copying.
+_SET_BY_GATEWAY = frozenset(
+    [
+        b"host",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+    ]
+)
+
+#: Response headers not copied back: framing is the client connection's own, and the request id
+#: is the gateway's.
+_NOT_RETURNED = frozenset([b"content-length", b"x-request-id"])
+
+#: Failures that happen before a request reaches the target: safe to retry for any method.
+_NOT_SENT = (
+    error.ConnectError,
+    error.TimeoutError,
+    error.DNSLookupError,
+    error.ConnectingCancelledError,
+    RequestNotSent,
+)
+
+#: Failures of a connection after the request may have reached the target.
+_BROKEN = (ResponseNeverReceived, RequestTransmissionFailed, ResponseFailed)
+
+
+class Forwarder:
+    """Sends exchanges to upstream targets; the terminal step of every filter chain."""
+
+    def __init__(self, clock: IReactorTime, request_timeout: float, trusted: TrustedProxies):
+        self._clock = clock
+        self._request_timeout = request_timeout
+        self._trusted = trusted
+
+    def upstream_headers(self, exchange: Exchange) -> Headers:
+        """The headers the upstream receives for C{exchange}."""
+        incoming = exchange.headers
+        request = exchange.request
+        headers = Headers()
+        set_header = headers.setRawHeaders
+        for name, values in end_to_end(incoming, _SET_BY_GATEWAY):
+            set_header(name, values)
+        peer = exchange.peer
+        trusted = self._trusted.trusts(peer)
+        set_header(
+            b"x-forwarded-for",
+            [self._trusted.forwarded_for(peer, incoming.getRawHeaders(b"x-forwarded-for"))],
+        )
+        proto = incoming.getRawHeaders(b"x-forwarded-proto") if trusted else None
+        set_header(
+            b"x-forwarded-proto",
+            proto[-1:] if proto else [b"https" if request.isSecure() else b"http"],
+        )
+        forwarded_host = incoming.getRawHeaders(b"x-forwarded-host") if trusted else None
+        host = incoming.getRawHeaders(b"host")
+        if forwarded_host:
+            set_header(b"x-forwarded-host", forwarded_host[-1:])
+        elif host:
+            set_header(b"x-forwarded-host", host[:1])
+        set_header(b"x-request-id", [exchange.request_id])
+        if host and exchange.route.config.preserve_host:
+            set_header(b"host", host[:1])
+        return headers
+
+    def forward(self, exchange: Exchange) -> Deferred[Reply]:
+        """Send C{exchange} to a target of its route's upstream; fires with the answer."""
+        attempt = _Attempts(self, exchange, self.upstream_headers(exchange))
+        return attempt.start()
+
+
+class _Attempts:
+    """The tries of one exchange: a target after another until one answers or none is left."""
+
+    def __init__(self, forwarder: Forwarder, exchange: Exchange, headers: Headers):
+        self.forwarder = forwarder
+        self.exchange = exchange
+        self.headers = headers
+        self.upstream = exchange.route.upstream
+        self.tried: list = []
+        self.retries_left = self.upstream.config.retries
+        self.result: Deferred[Reply] = Deferred()
+        self.current: Deferred | None = None
+        self.client_gone = False
+
+    def start(self) -> Deferred[Reply]:
+        self.exchange.request.notifyFinish().addErrback(self._client_went_away)
+        self._try_next()
+        return self.result
+
+    def _try_next(self) -> None:
+        pool = self.upstream.pool
+        state = pool.pick(self.exchange.client, self.tried)
+        if state is None:
+            if not self.tried:
+                self._answer(
+                    Reply.error(
+                        503,
+                        "no target of upstream %r is available" % (self.upstream.name,),
+                        {b"retry-after": b"%d" % pool.retry_after()},
+                    )
+                )
+            else:
+                self._answer(
+                    Reply.error(502, "no target of upstream %r answered" % (self.upstream.name,))
+                )
+            return
+        self.tried.append(state)
+        pool.acquire(state)
+        exchange = self.exchange
+        d = self.upstream.agent.request(
+            exchange.method,
+            state.target.url.encode("ascii") + exchange.upstream_path,
+            self.headers,
+            exchange.body,
+        )
+        d.addTimeout(
+            self.forwarder._request_timeout, self.forwarder._clock, onTimeoutCancel=_timed_out
+        )
+        d.addCallbacks(self._answered, self._failed, (state,), None, (state,), None)
+        self.current = d
+
+    def _answered(self, response, state) -> None:
+        pool = self.upstream.pool
+        pool.release(state)
+        pool.report_success(state)
+        headers = Headers()
+        set_header = headers.setRawHeaders
+        for name, values in end_to_end(response.headers, _NOT_RETURNED):
+            set_header(name, values)
+        length = response.length
+        if isinstance(length, int):
+            set_header(b"content-length", [b"%d" % length])
+        self._answer(Reply(response.code, response.phrase, headers, response))
+
+    def _failed(self, failure: Failure, state) -> None:
+        pool = self.upstream.pool
+        pool.release(state)
+        if self.client_gone or failure.check(CancelledError):
+            self._answer(Reply.error(502, "the client went away"))
+            return
+        pool.report_failure(state)
+        target = state.target.url
+        if failure.check(TimeoutError):
+            log.warn(
+                "target {target} did not answer within {timeout}s",
+                target=target,
+                timeout=self.forwarder._request_timeout,
+            )
+            self._answer(
+                Reply.error(
+                    504,
+                    "the upstream did not answer within %gs" % self.forwarder._request_timeout,
+                )
+            )
+            return
+        reason = _describe(failure)
+        log.warn("target {target} failed: {reason}", target=target, reason=reason)
+        if failure.check(*_NOT_SENT) or failure.check(*_BROKEN):
+            if self._may_retry(failure):
+                self.retries_left -= 1
+                self._try_next()
+                return
+            if failure.check(ResponseFailed) and _is_parse_error(failure):
+                self._answer(Reply.error(502, "the upstream's answer was not HTTP"))
+            else:
+                self._answer(Reply.error(502, "the upstream could not be reached"))
+            return
+        self.result.errback(failure)
+
+    def _may_retry(self, failure: Failure) -> bool:
+        if self.retries_left <= 0:
+            return False
+        body = self.exchange.body
+        if body is not None and body.started:
+            return False
+        if failure.check(*_NOT_SENT):
+            return True
+        return self.exchange.method in IDEMPOTENT
+
+    def _answer(self, reply: Reply) -> None:
+        self.current = None
+        if not self.result.called:
+            self.result.callback(reply)
+
+    def _client_went_away(self, reason: Failure) -> None:
+        self.client_gone = True
+        if self.current is not None:
+            self.current.cancel()
+
+
+def _timed_out(result, timeout: float) -> Failure:
+    """Whatever the cancelled upstream request failed with, the cause was the timeout."""
+    return Failure(TimeoutError("no answer within %gs" % timeout))
+
+
+def _is_parse_error(failure: Failure) -> bool:
+    return any(reason.check(ParseError) for reason in failure.value.reasons)
+
+
+def _describe(failure: Failure) -> str:
+    """A one-line reason, looking inside the wrappers of twisted.web's client."""
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return "; ".join(
+            "%s: %s" % (reason.type.__name__, reason.getErrorMessage()) for reason in reasons
+        )
+    return "%s: %s" % (failure.type.__name__, failure.getErrorMessage())

@@ -1,0 +1,101 @@
+"""
+The last step of the walk: writing a L{Reply} to the client.
+
+A streamed upstream body is relayed with backpressure both ways: when the client reads slowly, the
+upstream connection stops being read (so the gateway never holds more than a socket buffer of it),
+and when the client goes away the upstream transfer is abandoned.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import PotentialDataLoss, ResponseDone
+
+from twistgate.exchange import Reply
+
+log = Logger()
+
+
+def send_reply(request, reply: Reply) -> None:
+    """Write C{reply} (status, headers, body) to the twisted.web C{request} and finish it."""
+    if request.finished or request._disconnected:
+        _discard(reply)
+        return
+    request.setResponseCode(reply.code, reply.phrase)
+    set_header = request.responseHeaders.setRawHeaders
+    for name, values in reply.headers.getAllRawHeaders():
+        set_header(name, values)
+    body = reply.body
+    if isinstance(body, bytes):
+        if body:
+            request.write(body)
+        request.finish()
+    else:
+        body.deliverBody(BodyRelay(request))
+
+
+def _discard(reply: Reply) -> None:
+    """The client is gone: close what would have streamed to it."""
+    if not isinstance(reply.body, bytes):
+        reply.body.deliverBody(_Discard())
+
+
+class _Discard(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+
+class BodyRelay(Protocol):
+    """Relays an upstream response body to a client request, as a streaming producer."""
+
+    def __init__(self, request):
+        self.request = request
+        self._finished = False
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(self._client_gone)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._finished:
+            self.request.write(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        request = self.request
+        request.unregisterProducer()
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+            return
+        # The upstream broke off mid-body: the client must not take a truncated body as whole,
+        # so its connection is cut instead of the response being ended normally.
+        log.warn(
+            "upstream body broke off for {uri}: {reason}",
+            uri=request.uri,
+            reason=reason.getErrorMessage(),
+        )
+        request.channel.transport.abortConnection()
+
+    # IPushProducer, on behalf of the upstream connection.
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._stop()
+
+    def _client_gone(self, reason: Failure) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.transport.stopProducing()
+

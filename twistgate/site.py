@@ -1,0 +1,183 @@
+"""
+The listener: twisted.web's HTTP server, changed where a gateway needs it.
+
+- Request bodies stream: twisted.web collects a whole body before rendering, so
+  L{GatewayRequest} starts processing once the head has arrived and feeds the body to a
+  L{StreamingBody} as it comes (``max_body`` is decided from ``Content-Length`` before a byte of the
+  body is read, and while a chunked body arrives).
+- ``header_timeout``: a client must send a whole request head within it, or is disconnected.
+- ``idle_timeout``: twisted.web's own connection timeout.
+- No per-request log line from twisted.web (the access log is the gateway's own).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.resource import IResource
+
+from twistgate.body import BodyAbandoned, StreamingBody
+from twistgate.errors import write_error
+
+log = Logger()
+
+
+class GatewayRequest(server.Request):
+    """
+    A request whose body, if it has one, is handed on while it arrives.
+
+    @ivar body: the L{StreamingBody} of a request that has a body, else L{None}.
+    """
+
+    body: StreamingBody | None = None
+    _received = 0
+    _body_complete = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length == 0:
+            super().gotLength(length)
+            return
+        channel = self.channel
+        # The head is complete: take what requestReceived would, and start at once.
+        self.method = channel._command
+        self.uri = channel._path
+        self.clientproto = channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        self.args = {}
+        self.content = None
+        max_body = self.channel.site.max_body
+        if length is not None and length > max_body:
+            self._refuse_body(max_body)
+            return
+        self.body = StreamingBody(channel.transport, length)
+        self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self.body is None:
+            content = getattr(self, "content", None)
+            if content is not None:
+                content.write(data)
+            return
+        self._received += len(data)
+        max_body = self.channel.site.max_body
+        if self._received > max_body:
+            self.body.fail(BodyAbandoned("request body over max_body"))
+            self._refuse_body(max_body)
+            return
+        self.body.feed(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.body is None and getattr(self, "content", None) is not None:
+            super().requestReceived(command, path, version)
+            return
+        self._body_complete = True
+        if self.body is not None:
+            self.body.end()
+
+    def finish(self) -> None:
+        if self.body is not None and not self._body_complete:
+            # The answer is complete before the body: the rest of the body cannot be told apart
+            # from a next request, so this connection ends with this answer.
+            self.channel.persistent = False
+        super().finish()
+
+    def connectionLost(self, reason) -> None:
+        if self.body is not None and not self._body_complete:
+            self.body.fail(reason)
+        super().connectionLost(reason)
+
+    def _refuse_body(self, max_body: int) -> None:
+        if self.startedWriting:
+            self.channel.transport.abortConnection()
+            return
+        write_error(
+            self,
+            413,
+            "the request body is larger than the limit of %d bytes" % (max_body,),
+            close=True,
+        )
+
+
+class GatewayChannel(http.HTTPChannel):
+    """An HTTP connection with a deadline for each request head."""
+
+    _header_deadline = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm_header_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._header_deadline is None and self.line_mode and not self._handlingRequest:
+            self._arm_header_deadline()
+        super().dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            # An answer was given before the body ended; what is left of it is dropped.
+            return
+        super().rawDataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_header_deadline()
+        request = self.requests[-1]
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        if request.finished or self.transport.disconnecting:
+            return
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def allContentReceived(self) -> None:
+        if not self.requests:
+            # The request was answered (and its connection is closing) before its body ended.
+            return
+        super().allContentReceived()
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_header_deadline()
+        super().connectionLost(reason)
+
+    def _arm_header_deadline(self) -> None:
+        timeout = self.site.header_timeout
+        if timeout:
+            self._header_deadline = self.callLater(timeout, self._header_timed_out)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_timed_out(self) -> None:
+        self._header_deadline = None
+        log.info("closing a client that sent no complete request head in time: {peer}",
+                 peer=str(self.transport.getPeer()))
+        self.transport.abortConnection()
+
+
+class GatewaySite(server.Site):
+    """The public listener's factory."""
+
+    protocol = GatewayChannel
+    requestFactory = GatewayRequest
+    displayTracebacks = False
+
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: IReactorTime,
+        max_body: int,
+        header_timeout: float,
+        idle_timeout: float,
+    ):
+        super().__init__(resource, timeout=idle_timeout or None, reactor=reactor)
+        self.max_body = max_body
+        self.header_timeout = header_timeout
+
+    def log(self, request: server.Request) -> None:
+        """twisted.web's combined log line is not written: the gateway has its own access log."""

@@ -1,0 +1,62 @@
+"""
+An upstream at run time: its pool of targets, its keep-alive connections and its health checks.
+
+One L{Upstream} per ``[upstream:NAME]`` (or per URL a route names directly). Each keeps its own
+L{HTTPConnectionPool}, so connections are reused across requests, and a reload that leaves an
+upstream unchanged can keep it whole.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from twistgate.config import UpstreamConfig
+from twistgate.health import HealthChecker, http_probe
+from twistgate.pool import UpstreamPool
+from twistgate.tls import UpstreamTLSPolicy
+
+log = Logger()
+
+#: Idle keep-alive connections kept per target; enough for a busy target without reconnecting.
+MAX_IDLE_PER_TARGET = 64
+
+#: Seconds an idle upstream connection is kept (shorter than common upstream keep-alive limits,
+#: so the gateway closes first rather than reusing a connection the target is closing).
+IDLE_CONNECTION_TIMEOUT = 50
+
+
+class Upstream:
+    """A pool of targets with the means to reach them."""
+
+    def __init__(self, config: UpstreamConfig, reactor: IReactorTime, connect_timeout: float):
+        self.name = config.name
+        self.config = config
+        self.pool = UpstreamPool(config, reactor)
+        self.connections = HTTPConnectionPool(reactor, persistent=True)
+        self.connections.maxPersistentPerHost = MAX_IDLE_PER_TARGET
+        self.connections.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
+        self.connections.retryAutomatically = True
+        if not config.tls_verify and any(t.scheme == "https" for t in config.targets):
+            log.warn(
+                "upstream {upstream}: tls_verify = no, the targets' certificates are not checked",
+                upstream=config.name,
+            )
+        self.agent = Agent(
+            reactor,
+            contextFactory=UpstreamTLSPolicy(
+                config.tls_verify, config.ca_file, config.client_cert, config.client_key
+            ),
+            connectTimeout=connect_timeout,
+            pool=self.connections,
+        )
+        self.health: IService | None = None
+        if config.health_check:
+            probe = http_probe(self.agent, reactor, max(1.0, min(config.health_interval, 10.0)))
+            self.health = HealthChecker(self.pool, probe, reactor)
+
+    def close(self):
+        """Close the idle keep-alive connections (when the upstream is dropped or at exit)."""
+        return self.connections.closeCachedConnections()
