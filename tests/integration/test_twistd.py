@@ -1,0 +1,77 @@
+"""What a user meets first: the twistd plugin, a broken config, the example config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import pytest_twisted
+import treq
+
+from tests.integration.harness import ROOT, Gateway, environment, free_port, twistd_command
+from twistgate.demo import demo_service
+
+
+def test_twistd_lists_the_twistgate_plugin():
+    result = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"],
+        capture_output=True, text=True, env=environment(), cwd=ROOT,
+    )
+    assert result.returncode == 0
+    assert any(line.split()[:1] == ["twistgate"] for line in result.stdout.splitlines())
+
+
+def test_a_broken_config_stops_twistd_with_one_line_per_problem(tmp_path):
+    config = tmp_path / "gw.ini"
+    config.write_text(
+        "[gateway]\nlisten = tcp:0\nrequest_timeout = 5x\n"
+        "[route:a]\nprefix = /a\nupstream = nowhere\n"
+        "[upstream:b]\ntarget = http://127.0.0.1:1\n"
+        "[bogus]\nx = 1\n"
+    )
+    result = subprocess.run(twistd_command(config), capture_output=True, text=True,
+                            env=environment(), cwd=tmp_path, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.startswith(str(config) + ": [")]
+    assert len(lines) == 5, output
+    assert f"{config}: [route:a] upstream: no section [upstream:nowhere]" in lines
+    assert any(line.startswith(f"{config}: [gateway] request_timeout: ") for line in lines)
+    assert any(line.startswith(f"{config}: [upstream:b] target: unknown key") for line in lines)
+    assert any(line.startswith(f"{config}: [upstream:b] targets: required") for line in lines)
+    assert any(line.startswith(f"{config}: [bogus]") for line in lines)
+
+
+@pytest.fixture
+def example(tmp_path):
+    """examples/gw.ini with its fixed ports replaced by free ones, and the demo services."""
+    ports = {port: free_port() for port in (3000, 3001, 4000, 4001, 5000)}
+    text = (ROOT / "examples" / "gw.ini").read_text()
+    for fixed, free in ports.items():
+        text = text.replace(":%d" % fixed, ":%d" % free)
+    text = text.replace("tcp:%d" % ports[3000], "tcp:{port}")
+    demo = demo_service(
+        ports={"users": [ports[4000], ports[4001]], "orders": [ports[5000]]}
+    )
+    demo.startService()
+    gateway = Gateway(tmp_path, text).start()
+    yield gateway, ports
+    gateway.stop()
+    return demo.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_example_config_serves_both_routes_over_the_demo_services(example):
+    gateway, ports = example
+    instances = []
+    for _ in range(4):
+        response = yield treq.get(gateway.url("/users"))
+        assert response.code == 200
+        instances.append((yield response.json())["instance"])
+    assert set(instances) == {"users:%d" % ports[4000], "users:%d" % ports[4001]}
+    assert instances[0] != instances[1]
+    response = yield treq.get(gateway.url("/orders"))
+    assert response.code == 200
+    assert (yield response.json())["service"] == "orders"
