@@ -119,6 +119,7 @@ class _Attempts:
         self.result: Deferred[Reply] = Deferred()
         self.current: Deferred | None = None
         self.client_gone = False
+        self.last_problem = "no target of upstream %r answered" % (self.upstream.name,)
 
     def start(self) -> Deferred[Reply]:
         self.exchange.request.notifyFinish().addErrback(self._client_went_away)
@@ -138,9 +139,7 @@ class _Attempts:
                     )
                 )
             else:
-                self._answer(
-                    Reply.error(502, "no target of upstream %r answered" % (self.upstream.name,))
-                )
+                self._answer(Reply.error(502, self.last_problem))
             return
         self.tried.append(state)
         pool.acquire(state)
@@ -165,8 +164,10 @@ class _Attempts:
         set_header = headers.setRawHeaders
         for name, values in end_to_end(response.headers, _NOT_RETURNED):
             set_header(name, values)
+        # twisted.web's client keeps Content-Length to itself, as response.length; a HEAD
+        # answer's length is not the body's, so it is left out there rather than sent as 0.
         length = response.length
-        if isinstance(length, int):
+        if isinstance(length, int) and self.exchange.method != b"HEAD":
             set_header(b"content-length", [b"%d" % length])
         self._answer(Reply(response.code, response.phrase, headers, response))
 
@@ -194,14 +195,15 @@ class _Attempts:
         reason = _describe(failure)
         log.warn("target {target} failed: {reason}", target=target, reason=reason)
         if failure.check(*_NOT_SENT) or failure.check(*_BROKEN):
+            if failure.check(ResponseFailed) and _is_parse_error(failure):
+                self.last_problem = "the upstream's answer was not HTTP"
+            else:
+                self.last_problem = "the upstream could not be reached"
             if self._may_retry(failure):
                 self.retries_left -= 1
                 self._try_next()
                 return
-            if failure.check(ResponseFailed) and _is_parse_error(failure):
-                self._answer(Reply.error(502, "the upstream's answer was not HTTP"))
-            else:
-                self._answer(Reply.error(502, "the upstream could not be reached"))
+            self._answer(Reply.error(502, self.last_problem))
             return
         self.result.errback(failure)
 

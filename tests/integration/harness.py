@@ -130,6 +130,7 @@ class Upstream(Resource):
     """
 
     isLeaf = True
+    health_status = 200
 
     def __init__(self, name: str):
         super().__init__()
@@ -147,6 +148,9 @@ class Upstream(Resource):
              "body_length": len(body)}
         )
         path = request.path
+        if path == b"/health":
+            request.setResponseCode(self.health_status)
+            return b"{}"
         if path.endswith(b"/slow"):
             delay = float(request.args.get(b"s", [b"5"])[0])
             d = deferLater(reactor, delay, lambda: None)
