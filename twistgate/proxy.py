@@ -100,20 +100,25 @@ class Forwarder:
             set_header(b"host", host[:1])
         return headers
 
-    def forward(self, exchange: Exchange) -> Deferred[Reply]:
-        """Send C{exchange} to a target of its route's upstream; fires with the answer."""
-        attempt = _Attempts(self, exchange, self.upstream_headers(exchange))
+    def forward(self, exchange: Exchange, upstream=None) -> Deferred[Reply]:
+        """
+        Send C{exchange} to a target of its route's upstream (or of C{upstream}); fires with
+        the answer.
+        """
+        attempt = _Attempts(
+            self, exchange, self.upstream_headers(exchange), upstream or exchange.route.upstream
+        )
         return attempt.start()
 
 
 class _Attempts:
     """The tries of one exchange: a target after another until one answers or none is left."""
 
-    def __init__(self, forwarder: Forwarder, exchange: Exchange, headers: Headers):
+    def __init__(self, forwarder: Forwarder, exchange: Exchange, headers: Headers, upstream):
         self.forwarder = forwarder
         self.exchange = exchange
         self.headers = headers
-        self.upstream = exchange.route.upstream
+        self.upstream = upstream
         self.tried: list = []
         self.retries_left = self.upstream.config.retries
         self.result: Deferred[Reply] = Deferred()

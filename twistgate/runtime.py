@@ -12,19 +12,11 @@ from collections.abc import Mapping
 from twisted.internet.interfaces import IReactorTime
 
 from twistgate.config import GatewayConfig, RouteConfig
-from twistgate.filters import IFilter, IFilterFactory, compose
+from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose
 from twistgate.headers import TrustedProxies
 from twistgate.proxy import Forwarder
 from twistgate.router import RouteTable
 from twistgate.upstream import Upstream
-
-
-class FilterServices:
-    """What a filter may use: the reactor (its clock) and the gateway's configuration."""
-
-    def __init__(self, reactor: IReactorTime, config: GatewayConfig):
-        self.reactor = reactor
-        self.config = config
 
 
 class Route:
@@ -69,16 +61,18 @@ def build_runtime(
     settings = config.gateway
     trusted = TrustedProxies(settings.trusted_proxies)
     forwarder = Forwarder(reactor, settings.request_timeout, trusted)
-    services = FilterServices(reactor, config)
-    filters: dict[str, IFilter] = {}
-    for name, section in config.filters.items():
-        filters[name] = (factories or {})[section.use].build(name, section.settings, services)
-    used = {route.upstream for route in config.routes}
     upstreams = {
         name: Upstream(upstream, reactor, settings.connect_timeout)
         for name, upstream in config.upstreams.items()
-        if name in used
     }
+
+    def forward_to(exchange, upstream_name: str):
+        return forwarder.forward(exchange, upstreams[upstream_name])
+
+    services = FilterServices(reactor, config, upstreams, forward_to)
+    filters: dict[str, IFilter] = {}
+    for name, section in config.filters.items():
+        filters[name] = (factories or {})[section.use].build(name, section.settings, services)
     routes = []
     for route in config.routes:
         chain = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
@@ -14,41 +13,13 @@ from twisted.internet.threads import deferToThread
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from tests.integration.harness import Gateway, Upstream, free_port, serve
+from tests.integration.harness import free_port
 
 MB = 1024 * 1024
 
 
-@pytest.fixture
-def upstreams():
-    """Start named recording upstreams on demand; all stopped at teardown."""
-    started = []
-
-    def start(name):
-        resource = Upstream(name)
-        site, port = serve(resource)
-        started.append(port)
-        resource.site = site
-        resource.url = "http://127.0.0.1:%d" % port.getHost().port
-        return resource
-
-    yield start
-    for port in started:
-        port.stopListening()
 
 
-@pytest.fixture
-def gateway(tmp_path):
-    running = []
-
-    def start(ini):
-        gw = Gateway(tmp_path, ini).start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
 @pytest_twisted.inlineCallbacks

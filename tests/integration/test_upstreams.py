@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.integration.harness import CountingSite, Gateway, Upstream, serve
+from tests.integration.harness import CountingSite, Upstream
 
 
 def _name(common_name):
@@ -65,18 +65,6 @@ def tls_upstream(tmp_path):
     port.stopListening()
 
 
-@pytest.fixture
-def gateway(tmp_path):
-    running = []
-
-    def start(ini):
-        gw = Gateway(tmp_path, ini).start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
 @pytest_twisted.inlineCallbacks
@@ -134,21 +122,6 @@ def garbage_server():
     port.stopListening()
 
 
-@pytest.fixture
-def upstreams():
-    started = []
-
-    def start(name):
-        resource = Upstream(name)
-        site, port = serve(resource)
-        started.append(port)
-        resource.site = site
-        resource.url = "http://127.0.0.1:%d" % port.getHost().port
-        return resource
-
-    yield start
-    for port in started:
-        port.stopListening()
 
 
 @pytest_twisted.inlineCallbacks

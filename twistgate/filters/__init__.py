@@ -2,18 +2,18 @@
 The filter chain: what runs between the router and the upstream pool.
 
 A filter sees each L{Exchange} on its way upstream and may answer by itself (a 401, a 429, a
-cached answer) or call C{next} and inspect or change the L{Reply} that comes back. A route's chain
-is the global filters (``[gateway] filters``) followed by the route's own, composed once when the
-configuration is loaded, so that a request pays one function call per filter.
+cached answer) or call C{next} and inspect or change the L{Reply} that comes back, headers and
+streamed body included. A route's chain is the global filters (``[gateway] filters``) followed by
+the route's own, composed once when the configuration is loaded, so that a request pays one
+function call per filter.
 
 Filters are found the way third-party ones are: through L{twisted.plugin.getPlugins} over the
-L{twistgate.plugins} package, by their L{IFilterFactory}.
+L{twistgate.plugins} package, by their L{IFilterFactory} (docs/plugins.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -35,27 +35,57 @@ class IFilter(Interface):
 
     def handle(exchange: Exchange, next: Next) -> Deferred[Reply]:
         """
-        Handle one request: answer it, or call C{next(exchange)} and return (a Deferred of) what
-        it returns, possibly changed.
+        Handle one request: answer it with a L{Reply} of its own (for example
+        L{Reply.error}), or call C{next(exchange)} and return (a Deferred of) what it returns,
+        possibly changed. C{exchange.headers} may be changed before calling C{next}: they are
+        what the upstream receives. C{exchange.context} carries what later filters may use (the
+        jwt filter puts the verified claims under C{"claims"} and the subject under
+        C{"subject"}).
         """
 
 
 class IFilterFactory(Interface):
-    """Makes filters of one kind: the ``use = NAME`` of a filter section."""
+    """
+    Makes filters of one kind: the ``use = NAME`` of a filter section.
+
+    An implementation must also provide L{twisted.plugin.IPlugin}, and be an object at module
+    level in a module of the L{twistgate.plugins} package, to be found.
+    """
 
     name = Attribute("The name that ``use =`` selects, e.g. 'jwt'.")
 
     def validate(section: Mapping[str, str]) -> object:
         """
         Check the section's keys (all but ``use``, with ``${VAR}`` already filled in) and return
-        the parsed settings; raise L{twistgate.config.SectionError} listing every problem.
+        the parsed settings; raise L{twistgate.config.SectionError} listing every problem as
+        (key, problem) pairs. An unknown key is a problem too.
+
+        If the settings name upstreams (such as a fallback), give the settings object an
+        attribute C{upstream_references}: a sequence of (key, upstream name) pairs, which the
+        configuration checks against its ``[upstream:NAME]`` sections.
         """
 
-    def build(name: str, settings: object, services: object) -> IFilter:
-        """
-        Make the filter of section C{name} from the settings that L{validate} returned;
-        C{services} gives it the reactor (clock), the store and an HTTP agent.
-        """
+    def build(name: str, settings: object, services: FilterServices) -> IFilter:
+        """Make the filter of section C{name} from the settings that L{validate} returned."""
+
+
+class FilterServices:
+    """
+    What a filter may use from the gateway.
+
+    @ivar reactor: the reactor; its clock is the only clock a filter reads.
+    @ivar config: the whole L{twistgate.config.GatewayConfig}.
+    @ivar upstreams: the L{twistgate.upstream.Upstream}s by name.
+    @ivar forward: C{forward(exchange, upstream)} sends an exchange to the named upstream's
+        pool instead of its route's (e.g. a circuit breaker's fallback); returns a Deferred
+        L{Reply}.
+    """
+
+    def __init__(self, reactor, config, upstreams: Mapping, forward: Callable):
+        self.reactor = reactor
+        self.config = config
+        self.upstreams = upstreams
+        self.forward = forward
 
 
 def compose(filters: Sequence[IFilter], terminal: Next) -> Next:
