@@ -1,4 +1,4 @@
-"""gw.ini -> frozen config objects: every section, key, default and one-line problem (config.py)."""
+"""gw.ini -> frozen config objects: every section, key, default and one-line problem."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """
 The value types of gw.ini: durations, sizes, rates and yes/no switches.
 
-config.py turns every such string into a number here, once, at load time; nothing after config.py
+The config package turns every such string into a number here, once, at load time; nothing after it
 parses a string.  Each parser raises ``ValueError`` with a short message that quotes the bad value
 and shows the accepted forms, because that message becomes the tail of a ``check`` line:
 ``gw.ini: [gateway] request_timeout: '5x' is not a duration (use 250ms, 30s, 5m, 1h)``.

@@ -1,0 +1,357 @@
+"""
+What each section type may say, and how sections refer to each other.
+
+build.py hands every section of gw.ini to one method here, which reads it through a
+``_Section``, reports its problems there and returns the parsed object from model.py, or None
+when the section has a problem.  References between sections (a route's upstream, a chain's
+filters) are checked against every section declared in the file, so that a section with a problem
+of its own is never reported a second time by the sections that name it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+from urllib.parse import urlsplit
+
+import attrs
+
+from twistgate import units
+from twistgate.config.model import (
+    AggregateConfig,
+    Fetch,
+    FilterConfig,
+    FilterFactories,
+    GatewaySettings,
+    RouteConfig,
+    SectionError,
+    StatusSettings,
+    StoreSettings,
+    UpstreamConfig,
+)
+from twistgate.config.section import _Section
+from twistgate.config.values import (
+    _BACKENDS,
+    _BALANCES,
+    _NAME,
+    _NAMED_SECTIONS,
+    _check_endpoint,
+    _parse_count,
+    _parse_method,
+    _parse_network,
+    _parse_prefix,
+    _parse_route_template,
+    _positive_duration,
+    _suggest,
+    _template_names,
+    parse_target,
+)
+
+
+class _SectionChecks:
+    """One method per section type, and the state they share; one instance per parse."""
+
+    def __init__(self, factories: FilterFactories, base_dir: str):
+        self.factories = factories
+        self.base_dir = base_dir
+        self.implicit: dict[str, UpstreamConfig] = {}
+        # Every [kind:NAME] section present, also the broken ones: a reference to a section with a
+        # problem of its own is not a second problem.
+        self.declared: dict[str, set[str]] = {kind: set() for kind in _NAMED_SECTIONS}
+
+    # -- helpers shared by the sections
+
+    def _file(self, s: _Section, key: str) -> str | None:
+        """A file that must exist, relative to the config file's directory; its absolute path."""
+        value = s.text(key)
+        if value is None:
+            return None
+        full = os.path.join(self.base_dir, os.path.expanduser(value))
+        try:
+            with open(full, "rb"):
+                pass
+        except OSError as e:
+            s.problem(key, f"cannot read '{value}': {e.strerror or e}")
+            return None
+        return full
+
+    def _filter_names(
+        self, s: _Section, key: str, already: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        names = s.words(key)
+        seen: set[str] = set()
+        for name in names:
+            if name not in self.declared["filter"]:
+                s.problem(
+                    key, f"no section [filter:{name}]" + _suggest(name, self.declared["filter"])
+                )
+            elif name in seen:
+                s.problem(key, f"'{name}' is listed twice")
+            elif name in already:
+                s.problem(
+                    key, f"'{name}' is already in [gateway] filters, which run on every route"
+                )
+            seen.add(name)
+        return names
+
+    def _upstream_ref(self, s: _Section, key: str, value: str) -> str | None:
+        """An upstream name, or a URL that becomes an implicit single-target upstream."""
+        if "://" in value:
+            try:
+                target = parse_target(value)
+            except ValueError as e:
+                s.problem(key, str(e))
+                return None
+            self.implicit.setdefault(
+                target.url, UpstreamConfig(name=target.url, targets=(target,), weights=(1,))
+            )
+            return target.url
+        if value not in self.declared["upstream"]:
+            s.problem(
+                key, f"no section [upstream:{value}]" + _suggest(value, self.declared["upstream"])
+            )
+            return None
+        return value
+
+    def gateway(self, s: _Section, env_file: str | None) -> GatewaySettings:
+        defaults = GatewaySettings()
+        s.values.pop("env_file", None)  # substituted and read already, from the environment alone
+        s.allow(attrs.fields_dict(GatewaySettings))
+        listen = self._listen(s) or defaults.listen
+        workers = s.get("workers", _parse_count, defaults.workers)
+        if workers == 0:
+            s.problem("workers", "must be at least 1")
+        elif workers > 1:
+            s.problem("workers", "only 1 is supported in this release")
+        access_log = s.text("access_log") or defaults.access_log
+        if access_log not in ("-", "off"):
+            access_log = os.path.join(self.base_dir, os.path.expanduser(access_log))
+            if not os.path.isdir(os.path.dirname(access_log)):
+                s.problem("access_log", f"directory '{os.path.dirname(access_log)}' does not exist")
+        return GatewaySettings(
+            listen=listen,
+            env_file=env_file,
+            filters=self._filter_names(s, "filters"),
+            trusted_proxies=s.words("trusted_proxies", _parse_network),
+            request_timeout=s.get("request_timeout", _positive_duration, defaults.request_timeout),
+            connect_timeout=s.get("connect_timeout", _positive_duration, defaults.connect_timeout),
+            max_body=s.get("max_body", units.parse_size, defaults.max_body),
+            drain_timeout=s.get("drain_timeout", units.parse_duration, defaults.drain_timeout),
+            header_timeout=s.get("header_timeout", _positive_duration, defaults.header_timeout),
+            idle_timeout=s.get("idle_timeout", _positive_duration, defaults.idle_timeout),
+            access_log=access_log,
+            workers=workers,
+        )
+
+    def _listen(self, s: _Section, required: bool = False) -> tuple[str, ...]:
+        if required:
+            s.text("listen", required=True)
+        listen = s.words("listen", _check_endpoint)
+        for i, endpoint in enumerate(listen):
+            if endpoint in listen[:i]:
+                s.problem("listen", f"'{endpoint}' is listed twice")
+        return listen
+
+    def status(self, s: _Section, gateway_listen: tuple[str, ...]) -> StatusSettings:
+        s.allow(["listen"])
+        listen = self._listen(s, required=True)
+        for endpoint in listen:
+            if endpoint in gateway_listen:
+                s.problem("listen", f"'{endpoint}' is also a [gateway] listen endpoint")
+        return StatusSettings(listen=listen)
+
+    def store(self, s: _Section) -> StoreSettings:
+        s.allow(["backend", "url"])
+        backend = s.text("backend") or "memory"
+        if backend not in _BACKENDS:
+            s.problem(
+                "backend", f"'{backend}' is not one of memory, redis" + _suggest(backend, _BACKENDS)
+            )
+        url = s.text("url", required=backend == "redis")
+        if url is not None:
+            try:
+                parts = urlsplit(url)
+                _ = parts.port  # raises ValueError for a bad port
+                ok = parts.scheme in ("redis", "rediss", "unix") and bool(
+                    parts.hostname or parts.path
+                )
+                ok = ok and (
+                    parts.scheme == "unix"
+                    or parts.path.strip("/").isdigit()
+                    or not parts.path.strip("/")
+                )
+            except ValueError:
+                ok = False
+            if not ok:
+                s.problem("url", f"'{url}' is not a redis URL (use redis://host:6379/0)")
+        return StoreSettings(backend=backend, url=url)
+
+    def upstream(self, s: _Section, name: str) -> UpstreamConfig | None:
+        defaults = UpstreamConfig(name=name, targets=(), weights=())
+        s.allow([a.name for a in attrs.fields(UpstreamConfig) if a.name != "name"])
+        s.text("targets", required=True)
+        targets = s.words("targets", parse_target)
+        targets_ok = len(targets) == len((s.text("targets") or "").split())
+        for i, target in enumerate(targets):
+            if target in targets[:i]:
+                s.problem(
+                    "targets", f"'{target.url}' is listed twice (give it a larger weight instead)"
+                )
+        weights = s.words("weights", _parse_count)
+        weights_ok = len(weights) == len((s.text("weights") or "").split())
+        if any(w < 1 for w in weights):
+            s.problem("weights", "each weight must be at least 1")
+        elif weights and targets_ok and weights_ok and len(weights) != len(targets):
+            s.problem(
+                "weights",
+                f"{len(weights)} weights for {len(targets)} targets (give one per target)",
+            )
+        balance = s.text("balance") or defaults.balance
+        if balance not in _BALANCES:
+            s.problem(
+                "balance",
+                f"'{balance}' is not one of {', '.join(_BALANCES)}" + _suggest(balance, _BALANCES),
+            )
+        health_check = s.text("health_check")
+        if health_check is not None and (
+            not health_check.startswith("/") or re.search(r"\s", health_check)
+        ):
+            s.problem("health_check", f"'{health_check}' must be a path starting with '/'")
+        client_cert = self._file(s, "client_cert")
+        client_key = self._file(s, "client_key")
+        if s.text("client_cert") and not s.text("client_key"):
+            s.problem("client_key", "required with client_cert")
+        if s.text("client_key") and not s.text("client_cert"):
+            s.problem("client_cert", "required with client_key")
+        upstream = UpstreamConfig(
+            name=name,
+            targets=targets,
+            weights=weights or (1,) * len(targets),
+            balance=balance,
+            health_check=health_check,
+            health_interval=s.get("health_interval", _positive_duration, defaults.health_interval),
+            max_fails=s.get("max_fails", _parse_count, defaults.max_fails),
+            fail_timeout=s.get("fail_timeout", units.parse_duration, defaults.fail_timeout),
+            retries=s.get("retries", _parse_count, defaults.retries),
+            tls_verify=s.get("tls_verify", units.parse_bool, defaults.tls_verify),
+            ca_file=self._file(s, "ca_file"),
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+        return upstream if s.ok else None
+
+    def route(
+        self, s: _Section, name: str, global_filters: tuple[str, ...], prefixes: dict[str, str]
+    ) -> RouteConfig | None:
+        s.allow(
+            ["prefix", "upstream", "methods", "strip_prefix", "preserve_host", "filters", "public"]
+        )
+        prefix = s.get("prefix", _parse_prefix, required=True)
+        if prefix is not None:
+            if prefix in prefixes:
+                s.problem(
+                    "prefix", f"'{prefix}' is already the prefix of [route:{prefixes[prefix]}]"
+                )
+            else:
+                prefixes[prefix] = name
+        upstream = s.text("upstream", required=True)
+        if upstream is not None:
+            if re.search(r"\s", upstream):
+                s.problem("upstream", f"'{upstream}' must be one upstream name or URL")
+                upstream = None
+            else:
+                upstream = self._upstream_ref(s, "upstream", upstream)
+        methods = s.words("methods", _parse_method)
+        route = RouteConfig(
+            name=name,
+            prefix=prefix or "/",
+            upstream=upstream or "",
+            methods=frozenset(methods) if methods else None,
+            strip_prefix=s.get("strip_prefix", units.parse_bool, False),
+            preserve_host=s.get("preserve_host", units.parse_bool, False),
+            filters=self._filter_names(s, "filters", global_filters),
+            public=s.get("public", units.parse_bool, False),
+        )
+        return route if s.ok else None
+
+    def filter(self, s: _Section, name: str) -> FilterConfig | None:
+        use = s.text("use", required=True)
+        if use is None:
+            return None
+        factory = self.factories.get(use)
+        if factory is None:
+            s.problem("use", f"unknown filter '{use}'" + _suggest(use, self.factories))
+            return None
+        settings_keys = {k: v for k, v in s.values.items() if k != "use"}
+        try:
+            settings = factory(types.MappingProxyType(settings_keys))
+        except SectionError as e:
+            for key, problem in e.problems:
+                if key not in s.unsubstituted:  # already reported: its ${NAME} is not set
+                    s.problem(key, problem)
+            return None
+        except ValueError as e:
+            s.problem("use", str(e))
+            return None
+        return FilterConfig(name=name, use=use, settings=settings) if s.ok else None
+
+    def aggregate(self, s: _Section, name: str, paths: dict[str, str]) -> AggregateConfig | None:
+        s.allow(
+            ["path", "filters", "timeout", "fetch.NAME"], extra=lambda key: key.startswith("fetch.")
+        )
+        template = s.get("path", _parse_route_template, required=True)
+        path, placeholders = template if template is not None else ("", None)
+        if path:
+            if path in paths:
+                s.problem("path", f"'{path}' is already the path of [aggregate:{paths[path]}]")
+            else:
+                paths[path] = name
+        fetches = []
+        for key in list(s.values) + sorted(s.unsubstituted):
+            if not key.startswith("fetch."):
+                continue
+            fetch = self._fetch(s, key, placeholders)
+            if fetch is not None:
+                fetches.append(fetch)
+        if not any(k.startswith("fetch.") for k in list(s.values) + list(s.unsubstituted)):
+            s.problem(None, "needs at least one fetch.NAME = UPSTREAM /path key")
+        aggregate = AggregateConfig(
+            name=name,
+            path=path,
+            filters=self._filter_names(s, "filters"),
+            fetches=tuple(fetches),
+            timeout=s.get("timeout", _positive_duration, 5.0),
+        )
+        return aggregate if s.ok else None
+
+    def _fetch(self, s: _Section, key: str, placeholders: set[str] | None) -> Fetch | None:
+        fetch_name = key[len("fetch.") :]
+        if not _NAME.match(fetch_name):
+            s.problem(
+                key, f"'{fetch_name}' is not a valid name (use letters, digits, '_', '-', '.')"
+            )
+            return None
+        value = s.text(key, required=True)
+        if value is None:
+            return None
+        words = value.split()
+        if len(words) != 2:
+            s.problem(key, f"'{value}' must be 'UPSTREAM /path' (e.g. 'users /users/{{id}}')")
+            return None
+        upstream = self._upstream_ref(s, key, words[0])
+        path = words[1]
+        try:
+            if not path.startswith("/") or "#" in path:
+                raise ValueError(f"'{path}' must be a path starting with '/'")
+            names = _template_names(path)
+        except ValueError as e:
+            s.problem(key, str(e))
+            return None
+        if placeholders is not None:
+            for placeholder in names:
+                if placeholder not in placeholders:
+                    s.problem(key, f"{{{placeholder}}} is not in path '{s.text('path')}'")
+        if upstream is None:
+            return None
+        return Fetch(name=fetch_name, upstream=upstream, path=path)

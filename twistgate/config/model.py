@@ -1,0 +1,154 @@
+"""
+The parsed configuration: frozen attrs classes, one per section type, and the two exceptions.
+
+This is what the rest of the gateway sees of gw.ini.  build.py makes these objects once, at start-up
+or reload; the router, pool, filters and status pages read them and never a string.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Callable
+
+import attrs
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; .problems is a list of complete lines."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class SectionError(Exception):
+    """Raised by a filter factory's validator: .problems is a list of (key, problem) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{key}: {problem}" for key, problem in problems))
+        self.problems = list(problems)
+
+
+@attrs.frozen
+class Target:
+    """One upstream server: where the proxy connects and what it puts before the request path."""
+
+    url: str  # normalised "scheme://host:port" + base_path, always with the port
+    scheme: str  # "http" | "https"
+    host: str  # a name or an IP address, without IPv6 brackets
+    port: int
+    base_path: str  # "" or e.g. "/api", no trailing slash: prepended to the forwarded path
+
+
+@attrs.frozen
+class UpstreamConfig:
+    """An ``[upstream:NAME]`` section, or the implicit pool of a route whose upstream is a URL."""
+
+    name: str
+    targets: tuple[Target, ...]
+    weights: tuple[int, ...]
+    balance: str = "round_robin"
+    health_check: str | None = None
+    health_interval: float = 5.0
+    max_fails: int = 3
+    fail_timeout: float = 10.0
+    retries: int = 1
+    tls_verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+@attrs.frozen
+class RouteConfig:
+    """A ``[route:NAME]`` section: which requests go to which upstream through which filters."""
+
+    name: str
+    prefix: str
+    upstream: str
+    methods: frozenset[str] | None = None  # upper-case tokens; None = every method
+    strip_prefix: bool = False
+    preserve_host: bool = False
+    filters: tuple[str, ...] = ()
+    public: bool = False
+
+
+@attrs.frozen
+class FilterConfig:
+    """A ``[filter:NAME]`` section: the filter it uses and that filter's own validated settings."""
+
+    name: str
+    use: str
+    settings: object
+
+
+@attrs.frozen
+class GatewaySettings:
+    """The ``[gateway]`` section: listeners, the global filter chain, timeouts and limits."""
+
+    listen: tuple[str, ...] = ("tcp:3000",)
+    env_file: str | None = None
+    filters: tuple[str, ...] = ()
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    request_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    max_body: int = 10 * 1024 * 1024
+    drain_timeout: float = 10.0
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    access_log: str = "-"
+    workers: int = 1
+
+
+@attrs.frozen
+class StatusSettings:
+    """The ``[status]`` section: where the dashboard, metrics and admin API listen."""
+
+    listen: tuple[str, ...]
+
+
+@attrs.frozen
+class StoreSettings:
+    """The ``[store]`` section: where rate-limit counters and cached responses live."""
+
+    backend: str = "memory"
+    url: str | None = None
+
+
+@attrs.frozen
+class Fetch:
+    """One upstream call of an aggregate: ``fetch.NAME = UPSTREAM /path/{placeholder}``."""
+
+    name: str
+    upstream: str
+    path: str
+
+
+@attrs.frozen
+class AggregateConfig:
+    """An ``[aggregate:NAME]`` section: one request, several upstream calls, one JSON answer."""
+
+    name: str
+    path: str
+    filters: tuple[str, ...]
+    fetches: tuple[Fetch, ...]
+    timeout: float = 5.0
+
+
+@attrs.frozen
+class GatewayConfig:
+    """The whole of gw.ini, parsed and cross-checked."""
+
+    path: str
+    gateway: GatewaySettings
+    status: StatusSettings | None
+    store: StoreSettings
+    upstreams: Mapping[str, UpstreamConfig]  # types.MappingProxyType
+    routes: tuple[RouteConfig, ...]  # in file order
+    filters: Mapping[str, FilterConfig]  # types.MappingProxyType
+    aggregates: tuple[AggregateConfig, ...]
+
+
+FilterFactories = Mapping[str, Callable[[Mapping[str, str]], object]]
+"""``use =`` name -> validator, called with the section's other keys (already substituted)."""
