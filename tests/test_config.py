@@ -1049,3 +1049,17 @@ def test_config_error_and_section_error_carry_their_problems():
     assert str(error) == "a: [b] c: d\ne: [f] g: h"
     section_error = SectionError([("secret", "required")])
     assert section_error.problems == [("secret", "required")]
+
+
+def test_upstreams_a_filter_names_must_exist():
+    class BreakerSettings:
+        def __init__(self, fallback):
+            self.upstream_references = (("fallback", fallback),)
+
+    factories = {"circuit_breaker": lambda section: BreakerSettings(section["fallback"])}
+    text = UPSTREAM + "[filter:breaker]\nuse = circuit_breaker\nfallback = {}\n"
+    assert problems(text.format("userz"), factories=factories) == [
+        "gw.ini: [filter:breaker] fallback: no section [upstream:userz] (did you mean 'users'?)"
+    ]
+    config = parse(text.format("users"), factories=factories)
+    assert config.filters["breaker"].settings.upstream_references == (("fallback", "users"),)

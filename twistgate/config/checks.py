@@ -294,6 +294,15 @@ class _SectionChecks:
         except ValueError as e:
             s.problem("use", str(e))
             return None
+        # A filter that sends to another upstream (a circuit breaker's fallback) names it in
+        # its settings; only the configuration as a whole knows which upstreams exist.
+        for key, upstream in getattr(settings, "upstream_references", ()):
+            if upstream not in self.declared["upstream"]:
+                s.problem(
+                    key,
+                    f"no section [upstream:{upstream}]"
+                    + _suggest(upstream, self.declared["upstream"]),
+                )
         return FilterConfig(name=name, use=use, settings=settings) if s.ok else None
 
     def aggregate(self, s: _Section, name: str, paths: dict[str, str]) -> AggregateConfig | None:
