@@ -51,28 +51,31 @@ def twistd_command(config: Path, *extra: str) -> list[str]:
             "--pidfile=", "twistgate", "--config", str(config), *extra]
 
 
-def environment() -> dict:
+def environment(*extra_paths: Path) -> dict:
+    """The environment of a gateway process: this checkout (and C{extra_paths}) importable."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    paths = [str(ROOT), *map(str, extra_paths)]
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
     return env
 
 
 class Gateway:
     """A `twistd twistgate` process serving a gw.ini written from C{ini} (``{port}`` filled in)."""
 
-    def __init__(self, directory: Path, ini: str):
+    def __init__(self, directory: Path, ini: str, python_path: tuple[Path, ...] = ()):
         self.directory = directory
         self.port = free_port()
         self.config = directory / "gw.ini"
         self.config.write_text(textwrap.dedent(ini).replace("{port}", str(self.port)))
         self.log_path = directory / "gateway.log"
         self.process: subprocess.Popen | None = None
+        self.python_path = python_path
 
     def start(self) -> Gateway:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             twistd_command(self.config), stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=self.directory, env=environment(),
+            cwd=self.directory, env=environment(*self.python_path),
         )
         try:
             wait_for_port(self.port, process=self.process)
