@@ -20,13 +20,19 @@ from twistgate.pool import UpstreamPool
 from twistgate.proxy import Forwarder
 
 
-class FakeAgent:
+class FakeClient:
+    """Records requests as (method, url, headers sent, body, Deferred)."""
+
     def __init__(self):
         self.calls = []
 
-    def request(self, method, uri, headers=None, bodyProducer=None):
+    def host_value(self, target):
+        return target.url.split("://")[1].split("/")[0].encode()
+
+    def request(self, method, target, path, headers, body):
         d = Deferred()
-        self.calls.append((method, uri, headers, bodyProducer, d))
+        sent = Headers(dict(headers.getAllRawHeaders()))
+        self.calls.append((method, target.url.encode() + path, sent, body, d))
         return d
 
 
@@ -43,7 +49,7 @@ class FakeUpstream:
         self.name = config.name
         self.config = config
         self.pool = UpstreamPool(config, clock)
-        self.agent = FakeAgent()
+        self.agent = self.client = FakeClient()
 
 
 class FakeRoute:
@@ -101,7 +107,8 @@ def test_the_upstream_gets_the_target_url_and_forwarding_headers():
     assert sent.getRawHeaders(b"x-forwarded-proto") == [b"http"]
     assert sent.getRawHeaders(b"x-request-id") == [b"rid-1"]
     assert sent.getRawHeaders(b"accept") == [b"*/*"]
-    assert not sent.hasHeader(b"host") and not sent.hasHeader(b"x-hop")
+    assert sent.getRawHeaders(b"host") == [b"10.0.0.1:80"]
+    assert not sent.hasHeader(b"x-hop")
     assert not sent.hasHeader(b"connection")
     d.callback(FakeResponse(headers={b"connection": [b"close"], b"keep-alive": [b"5"],
                                      b"x-app": [b"1"], b"x-request-id": [b"theirs"]}))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 
 #: status -> the short machine-readable code of SPEC 4's table.
@@ -61,6 +61,7 @@ def write_error(
         request.setHeader(b"connection", b"close")
     request.setResponseCode(status, RESPONSES.get(status, b"Error"))
     response_headers: Headers = request.responseHeaders
+    response_headers.setRawHeaders(b"date", [datetimeToString()])
     response_headers.setRawHeaders(b"content-type", [b"application/json"])
     response_headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
     for name, value in (headers or {}).items():

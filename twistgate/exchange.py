@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
@@ -109,7 +109,11 @@ class Reply:
         """A gateway-made JSON error answer (SPEC 4)."""
         body = error_body(status, message, code)
         headers = Headers(
-            {b"content-type": [b"application/json"], b"content-length": [b"%d" % len(body)]}
+            {
+                b"date": [datetimeToString()],
+                b"content-type": [b"application/json"],
+                b"content-length": [b"%d" % len(body)],
+            }
         )
         for name, value in (extra_headers or {}).items():
             headers.setRawHeaders(name, [value])

@@ -119,6 +119,10 @@ class _Attempts:
         self.exchange = exchange
         self.headers = headers
         self.upstream = upstream
+        # Host names the target, unless the route preserves the client's (and there is one).
+        self.target_host = not (
+            exchange.route.config.preserve_host and exchange.headers.hasHeader(b"host")
+        )
         self.tried: list = []
         self.retries_left = self.upstream.config.retries
         self.result: Deferred[Reply] = Deferred()
@@ -149,11 +153,11 @@ class _Attempts:
         self.tried.append(state)
         pool.acquire(state)
         exchange = self.exchange
-        d = self.upstream.agent.request(
-            exchange.method,
-            state.target.url.encode("ascii") + exchange.upstream_path,
-            self.headers,
-            exchange.body,
+        client = self.upstream.client
+        if self.target_host:
+            self.headers.setRawHeaders(b"host", [client.host_value(state.target)])
+        d = client.request(
+            exchange.method, state.target, exchange.upstream_path, self.headers, exchange.body
         )
         d.addTimeout(
             self.forwarder._request_timeout, self.forwarder._clock, onTimeoutCancel=_timed_out

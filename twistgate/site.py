@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
@@ -71,11 +72,32 @@ class GatewayRequest(server.Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.body is None and getattr(self, "content", None) is not None:
-            super().requestReceived(command, path, version)
+            # A request without a body: twisted.web would parse the query and any form into
+            # request.args, which a proxy never reads.
+            self.method = command
+            self.uri = path
+            self.clientproto = version
+            self.path = path.split(b"?", 1)[0]
+            self.args = {}
+            self.process()
             return
         self._body_complete = True
         if self.body is not None:
             self.body.end()
+
+    def process(self) -> None:
+        """
+        Render the site's root resource at once: the gateway's router is a leaf, so
+        twisted.web's traversal (and its Server and Date headers, which the upstream's answer
+        brings or errors.py adds) would be work thrown away on every request.
+        """
+        self.site = self.channel.site
+        self.prepath = []
+        self.postpath = []
+        try:
+            self.render(self.site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def finish(self) -> None:
         if self.body is not None and not self._body_complete:

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from twistgate.client import UpstreamClient
 from twistgate.config import UpstreamConfig
 from twistgate.health import HealthChecker, http_probe
 from twistgate.pool import UpstreamPool
@@ -44,13 +45,13 @@ class Upstream:
                 "upstream {upstream}: tls_verify = no, the targets' certificates are not checked",
                 upstream=config.name,
             )
+        tls = UpstreamTLSPolicy(
+            config.tls_verify, config.ca_file, config.client_cert, config.client_key
+        )
+        self.client = UpstreamClient(reactor, self.connections, tls, connect_timeout)
+        # Health checks are few and far between: the plain Agent does for them.
         self.agent = Agent(
-            reactor,
-            contextFactory=UpstreamTLSPolicy(
-                config.tls_verify, config.ca_file, config.client_cert, config.client_key
-            ),
-            connectTimeout=connect_timeout,
-            pool=self.connections,
+            reactor, contextFactory=tls, connectTimeout=connect_timeout, pool=self.connections
         )
         self.health: IService | None = None
         if config.health_check:
