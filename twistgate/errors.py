@@ -23,6 +23,7 @@ ERROR_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     429: "too_many_requests",
+    499: "client_closed_request",
     500: "internal_error",
     502: "bad_gateway",
     503: "service_unavailable",

@@ -184,7 +184,9 @@ class _Attempts:
         pool = self.upstream.pool
         pool.release(state)
         if self.client_gone or failure.check(CancelledError):
-            self._answer(Reply.error(502, "the client went away"))
+            # Nobody will read this answer; 499 (as nginx logs it) keeps it from counting
+            # against the upstream.
+            self._answer(Reply.error(499, "the client closed the request first"))
             return
         pool.report_failure(state)
         target = state.target.url

@@ -43,36 +43,63 @@ class Route:
 class Runtime:
     """Everything a request needs, built from one configuration."""
 
-    def __init__(self, config: GatewayConfig, routes: list, upstreams: dict,
-                 trusted: TrustedProxies):
+    def __init__(self, config: GatewayConfig, routes: list, upstreams: dict, filters: dict,
+                 trusted: TrustedProxies, services: FilterServices):
         self.config = config
         self.routes = RouteTable(routes)
         self.route_list = routes
         self.upstreams = upstreams
+        self.filters = filters
         self.trusted = trusted
+        self.services = services
 
 
 def build_runtime(
     config: GatewayConfig,
     reactor: IReactorTime,
     factories: Mapping[str, IFilterFactory] | None = None,
+    previous: Runtime | None = None,
 ) -> Runtime:
-    """The runtime for C{config}; C{factories} are the installed filter factories by name."""
+    """
+    The runtime for C{config}; C{factories} are the installed filter factories by name.
+
+    With C{previous} (a reload), every upstream and filter whose settings did not change is
+    taken over as it is, so that it keeps its keep-alive connections, health state, rate
+    counters, breaker state or cache; the rest is built anew.
+    """
     settings = config.gateway
     trusted = TrustedProxies(settings.trusted_proxies)
     forwarder = Forwarder(reactor, settings.request_timeout, trusted)
-    upstreams = {
-        name: Upstream(upstream, reactor, settings.connect_timeout)
-        for name, upstream in config.upstreams.items()
-    }
+    old_upstreams = previous.upstreams if previous is not None else {}
+    upstreams = {}
+    for name, upstream_config in config.upstreams.items():
+        old = old_upstreams.get(name)
+        if old is not None and old.config == upstream_config and (
+            old.connect_timeout == settings.connect_timeout
+        ):
+            upstreams[name] = old
+        else:
+            upstreams[name] = Upstream(upstream_config, reactor, settings.connect_timeout)
 
-    def forward_to(exchange, upstream_name: str):
-        return forwarder.forward(exchange, upstreams[upstream_name])
+    if previous is not None:
+        # Filters taken over keep the services they were built with: the same object, now
+        # naming the new upstreams, so that a fallback reaches what the new config says.
+        services = previous.services
+        services.config = config
+        services.upstreams.clear()
+        services.upstreams.update(upstreams)
+        services.forwarder = forwarder
+    else:
+        services = FilterServices(reactor, config, dict(upstreams), forwarder)
 
-    services = FilterServices(reactor, config, upstreams, forward_to)
+    old_filters = previous.filters if previous is not None else {}
     filters: dict[str, IFilter] = {}
     for name, section in config.filters.items():
-        filters[name] = (factories or {})[section.use].build(name, section.settings, services)
+        old = old_filters.get(name)
+        if old is not None and previous.config.filters.get(name) == section:
+            filters[name] = old
+        else:
+            filters[name] = (factories or {})[section.use].build(name, section.settings, services)
     routes = []
     for route in config.routes:
         chain = [
@@ -82,4 +109,4 @@ def build_runtime(
         ]
         chain += [filters[name] for name in route.filters]
         routes.append(Route(route, upstreams[route.upstream], compose(chain, forwarder.forward)))
-    return Runtime(config, routes, upstreams, trusted)
+    return Runtime(config, routes, upstreams, filters, trusted, services)

@@ -35,6 +35,7 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, reactor: IReactorTime, connect_timeout: float):
         self.name = config.name
         self.config = config
+        self.connect_timeout = connect_timeout
         self.pool = UpstreamPool(config, reactor)
         self.connections = HTTPConnectionPool(reactor, persistent=True)
         self.connections.maxPersistentPerHost = MAX_IDLE_PER_TARGET

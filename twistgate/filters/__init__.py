@@ -76,16 +76,24 @@ class FilterServices:
     @ivar reactor: the reactor; its clock is the only clock a filter reads.
     @ivar config: the whole L{twistgate.config.GatewayConfig}.
     @ivar upstreams: the L{twistgate.upstream.Upstream}s by name.
-    @ivar forward: C{forward(exchange, upstream)} sends an exchange to the named upstream's
-        pool instead of its route's (e.g. a circuit breaker's fallback); returns a Deferred
-        L{Reply}.
+    @ivar forwarder: the L{twistgate.proxy.Forwarder} of the configuration in force.
+
+    A filter kept across a reload keeps this object, which then names the new configuration's
+    upstreams and forwarder.
     """
 
-    def __init__(self, reactor, config, upstreams: Mapping, forward: Callable):
+    def __init__(self, reactor, config, upstreams: dict, forwarder):
         self.reactor = reactor
         self.config = config
         self.upstreams = upstreams
-        self.forward = forward
+        self.forwarder = forwarder
+
+    def forward(self, exchange: Exchange, upstream_name: str) -> Deferred[Reply]:
+        """
+        Send C{exchange} to the named upstream's pool instead of its route's (e.g. a circuit
+        breaker's fallback).
+        """
+        return self.forwarder.forward(exchange, self.upstreams[upstream_name])
 
 
 def compose(filters: Sequence[IFilter], terminal: Next) -> Next:
