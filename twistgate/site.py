@@ -12,6 +12,7 @@ The listener: twisted.web's HTTP server, changed where a gateway needs it.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,6 +35,7 @@ class GatewayRequest(server.Request):
     body: StreamingBody | None = None
     _received = 0
     _body_complete = False
+    _counted = False
 
     def gotLength(self, length: int | None) -> None:
         if length == 0:
@@ -91,9 +93,11 @@ class GatewayRequest(server.Request):
         twisted.web's traversal (and its Server and Date headers, which the upstream's answer
         brings or errors.py adds) would be work thrown away on every request.
         """
-        self.site = self.channel.site
+        self.site = site = self.channel.site
         self.prepath = []
         self.postpath = []
+        site.in_flight += 1
+        self._counted = True
         try:
             self.render(self.site.resource)
         except BaseException:
@@ -104,12 +108,21 @@ class GatewayRequest(server.Request):
             # The answer is complete before the body: the rest of the body cannot be told apart
             # from a next request, so this connection ends with this answer.
             self.channel.persistent = False
+        elif self.channel.site.draining:
+            self.channel.persistent = False
         super().finish()
+        self._uncount()
 
     def connectionLost(self, reason) -> None:
         if self.body is not None and not self._body_complete:
             self.body.fail(reason)
         super().connectionLost(reason)
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.site.request_done()
 
     def _refuse_body(self, max_body: int) -> None:
         if self.startedWriting:
@@ -130,6 +143,7 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.site.channels.add(self)
         self._arm_header_deadline()
 
     def dataReceived(self, data: bytes) -> None:
@@ -162,6 +176,7 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionLost(self, reason) -> None:
         self._cancel_header_deadline()
+        self.site.channels.discard(self)
         super().connectionLost(reason)
 
     def _arm_header_deadline(self) -> None:
@@ -200,6 +215,36 @@ class GatewaySite(server.Site):
         super().__init__(resource, timeout=idle_timeout or None, reactor=reactor)
         self.max_body = max_body
         self.header_timeout = header_timeout
+        self.in_flight = 0
+        self.channels: set[GatewayChannel] = set()
+        self.draining = False
+        self._drained: list[Deferred[None]] = []
 
     def log(self, request: server.Request) -> None:
         """twisted.web's combined log line is not written: the gateway has its own access log."""
+
+    def request_done(self) -> None:
+        """A request has been answered (or its client has gone)."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Stop taking requests on open connections: idle ones are closed, busy ones close after
+        their answer. Fires when no request is in flight any more.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            if channel.requests:
+                channel.persistent = False
+            else:
+                channel.transport.loseConnection()
+        if self.in_flight == 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from twisted.application import strports
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import gatherResults
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twistgate.config import ConfigError, GatewayConfig, load_config
 from twistgate.filters import filter_factories
-from twistgate.router import GatewayResource
-from twistgate.runtime import Runtime, build_runtime
-from twistgate.site import GatewaySite
+from twistgate.gateway import Gateway
 
 log = Logger()
 
@@ -45,49 +41,18 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         self.factories = filter_factories()
         try:
-            self.gateway_config = load_config(
-                self["config"],
-                filter_factories={
-                    name: factory.validate for name, factory in self.factories.items()
-                },
-            )
+            self.gateway_config = self.load_config()
         except ConfigError as error:
             for line in error.problems:
                 print(line, file=sys.stderr)
             raise SystemExit(1) from None
 
-
-class UpstreamConnections(Service):
-    """Closes the upstreams' idle keep-alive connections when the gateway stops."""
-
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
-
-    def stopService(self):
-        Service.stopService(self)
-        return gatherResults([u.close() for u in self.runtime.upstreams.values()])
-
-
-def make_gateway_service(config: GatewayConfig, reactor, factories=None) -> MultiService:
-    """The gateway's services for C{config}: listeners, health checkers, connection pools."""
-    top = MultiService()
-    warn_about_unbuilt_features(config)
-    runtime = build_runtime(config, reactor, factories)
-    UpstreamConnections(runtime).setServiceParent(top)
-    for upstream in runtime.upstreams.values():
-        if upstream.health is not None:
-            upstream.health.setServiceParent(top)
-    settings = config.gateway
-    site = GatewaySite(
-        GatewayResource(runtime),
-        reactor,
-        max_body=settings.max_body,
-        header_timeout=settings.header_timeout,
-        idle_timeout=settings.idle_timeout,
-    )
-    for description in settings.listen:
-        strports.service(description, site).setServiceParent(top)
-    return top
+    def load_config(self) -> GatewayConfig:
+        """Read and validate the configuration file (at start, and again on every reload)."""
+        return load_config(
+            self["config"],
+            filter_factories={name: factory.validate for name, factory in self.factories.items()},
+        )
 
 
 def warn_about_unbuilt_features(config: GatewayConfig) -> None:
@@ -112,5 +77,9 @@ def makeService(options: Options) -> MultiService:
         from twistgate.demo import demo_service
 
         demo_service().setServiceParent(top)
-    make_gateway_service(options.gateway_config, reactor, options.factories).setServiceParent(top)
+    warn_about_unbuilt_features(options.gateway_config)
+    gateway = Gateway(
+        options.gateway_config, reactor, options.factories, load=options.load_config
+    )
+    gateway.setServiceParent(top)
     return top

@@ -84,6 +84,13 @@ class Gateway:
             raise RuntimeError("the gateway did not start:\n" + self.log()) from None
         return self
 
+    def write_config(self, ini: str) -> None:
+        """Replace gw.ini (``{port}`` is this gateway's port); a reload then reads it."""
+        self.config.write_text(textwrap.dedent(ini).replace("{port}", str(self.port)))
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
     def url(self, path: str = "/") -> str:
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
