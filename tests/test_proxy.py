@@ -183,3 +183,17 @@ def test_a_client_that_goes_away_cancels_the_upstream_request():
     d = upstream.agent.calls[0][4]
     exchange.request.processingFailed(Failure(error.ConnectionDone()))
     assert d.called
+
+
+def test_the_exchange_records_each_attempt_for_metrics_and_the_access_log():
+    clock, upstream, forwarder, route = setup("retries = 1")
+    exchange = exchange_for(route)
+    forwarder.forward(exchange)
+    upstream.agent.calls[0][4].errback(Failure(error.ConnectionRefusedError()))
+    upstream.agent.calls[1][4].callback(FakeResponse())
+    assert exchange.context["attempts"] == [
+        ("pair", "http://10.0.0.1:80", "error"),
+        ("pair", "http://10.0.0.2:8080/base", "response"),
+    ]
+    assert exchange.context["target"] == "http://10.0.0.2:8080/base"
+    assert exchange.context["upstream"] == "pair"

@@ -144,3 +144,17 @@ def test_a_complete_head_is_not_cut():
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     clock.advance(30)
     assert resource.requests and not transport.disconnecting
+
+
+def test_observers_see_each_request_once_it_is_answered():
+    clock, resource, channel, transport = connect(header_timeout=1000)
+    seen = []
+    channel.site.observers.append(seen.append)
+    clock.advance(5)
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    request = resource.requests[0]
+    assert request.started == 5 and seen == []
+    request.setResponseCode(201)
+    request.write(b"abc")
+    request.finish()
+    assert seen == [request] and request.code == 201 and request.sentLength == 3

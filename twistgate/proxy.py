@@ -165,10 +165,18 @@ class _Attempts:
         d.addCallbacks(self._answered, self._failed, (state,), None, (state,), None)
         self.current = d
 
+    def _record(self, state, outcome: str) -> None:
+        """Note on the exchange which target was tried and how it went (metrics, access log)."""
+        context = self.exchange.context
+        context["upstream"] = self.upstream.name
+        context["target"] = state.target.url
+        context.setdefault("attempts", []).append((self.upstream.name, state.target.url, outcome))
+
     def _answered(self, response, state) -> None:
         pool = self.upstream.pool
         pool.release(state)
         pool.report_success(state)
+        self._record(state, "response")
         headers = Headers()
         set_header = headers.setRawHeaders
         for name, values in end_to_end(response.headers, _NOT_RETURNED):
@@ -184,6 +192,7 @@ class _Attempts:
         pool = self.upstream.pool
         pool.release(state)
         if self.client_gone or failure.check(CancelledError):
+            self._record(state, "cancelled")
             # Nobody will read this answer; 499 (as nginx logs it) keeps it from counting
             # against the upstream.
             self._answer(Reply.error(499, "the client closed the request first"))
@@ -191,6 +200,7 @@ class _Attempts:
         pool.report_failure(state)
         target = state.target.url
         if failure.check(TimeoutError):
+            self._record(state, "timeout")
             log.warn(
                 "target {target} did not answer within {timeout}s",
                 target=target,
@@ -205,6 +215,7 @@ class _Attempts:
             return
         reason = _describe(failure)
         log.warn("target {target} failed: {reason}", target=target, reason=reason)
+        self._record(state, "error")
         if failure.check(*_NOT_SENT) or failure.check(*_BROKEN):
             if failure.check(ResponseFailed) and _is_parse_error(failure):
                 self.last_problem = "the upstream's answer was not HTTP"

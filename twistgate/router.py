@@ -151,6 +151,7 @@ class GatewayResource(Resource):
             request_id,
             getattr(request, "body", None),
         )
+        request.exchange = exchange
         d = route.handler(exchange)
         d.addCallback(_send, request)
         d.addErrback(_failed, request)

@@ -36,6 +36,11 @@ class GatewayRequest(server.Request):
     _received = 0
     _body_complete = False
     _counted = False
+    #: The L{twistgate.exchange.Exchange} the router made of this request (None before routing,
+    #: and for requests the router answered itself).
+    exchange = None
+    #: When processing began, by the site's clock.
+    started = 0.0
 
     def gotLength(self, length: int | None) -> None:
         if length == 0:
@@ -98,6 +103,7 @@ class GatewayRequest(server.Request):
         self.postpath = []
         site.in_flight += 1
         self._counted = True
+        self.started = site.clock.seconds()
         try:
             self.render(self.site.resource)
         except BaseException:
@@ -122,7 +128,10 @@ class GatewayRequest(server.Request):
     def _uncount(self) -> None:
         if self._counted:
             self._counted = False
-            self.site.request_done()
+            site = self.site
+            site.request_done()
+            for observer in site.observers:
+                observer(self)
 
     def _refuse_body(self, max_body: int) -> None:
         if self.startedWriting:
@@ -215,7 +224,12 @@ class GatewaySite(server.Site):
         super().__init__(resource, timeout=idle_timeout or None, reactor=reactor)
         self.max_body = max_body
         self.header_timeout = header_timeout
+        self.clock = reactor
         self.in_flight = 0
+        #: Called with each request once it is answered or its client has gone (for metrics
+        #: and the access log): C{request.code}, C{request.sentLength}, C{request.started},
+        #: C{request.exchange}.
+        self.observers: list = []
         self.channels: set[GatewayChannel] = set()
         self.draining = False
         self._drained: list[Deferred[None]] = []
