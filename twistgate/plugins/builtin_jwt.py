@@ -1,0 +1,7 @@
+"""The built-in ``use = jwt`` filter, registered the way a third-party plugin is."""
+
+from __future__ import annotations
+
+from twistgate.filters.jwt_auth import JWTFilterFactory
+
+jwt = JWTFilterFactory()
