@@ -881,3 +881,23 @@ def test_a_filter_with_a_pending_jwks_does_not_block_other_work(rsa_key):
     assert results == []
     later.callback(Reply(204, b"No Content", Headers(), b""))
     assert results[0].code == 204
+
+
+def test_a_relative_public_key_is_read_from_the_config_files_directory(tmp_path):
+    from twistgate.config import parse_config
+    from twistgate.filters.jwt_auth import JWTFilterFactory
+
+    factory = JWTFilterFactory()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "pub.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    config = parse_config(
+        "[filter:auth]\nuse = jwt\npublic_key = keys/pub.pem\nalgorithms = RS256\n",
+        filter_factories={"jwt": factory.validate},
+        base_dir=str(tmp_path),
+    )
+    assert config.filters["auth"].settings.public_key_file == str(tmp_path / "keys" / "pub.pem")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import types
 from urllib.parse import urlsplit
 
 import attrs
@@ -23,6 +22,7 @@ from twistgate.config.model import (
     Fetch,
     FilterConfig,
     FilterFactories,
+    FilterSection,
     GatewaySettings,
     RouteConfig,
     SectionError,
@@ -285,7 +285,7 @@ class _SectionChecks:
             return None
         settings_keys = {k: v for k, v in s.values.items() if k != "use"}
         try:
-            settings = factory(types.MappingProxyType(settings_keys))
+            settings = factory(FilterSection(settings_keys, self.base_dir))
         except SectionError as e:
             for key, problem in e.problems:
                 if key not in s.unsubstituted:  # already reported: its ${NAME} is not set

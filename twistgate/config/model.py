@@ -152,3 +152,26 @@ class GatewayConfig:
 
 FilterFactories = Mapping[str, Callable[[Mapping[str, str]], object]]
 """``use =`` name -> validator, called with the section's other keys (already substituted)."""
+
+
+class FilterSection(Mapping):
+    """
+    What a filter factory's validate() receives: the section's keys (all but ``use``, with
+    ``${VAR}`` filled in), read-only, and the directory relative paths are resolved from.
+    """
+
+    def __init__(self, values: Mapping[str, str], directory: str):
+        self._values = dict(values)
+        self.directory = directory
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return "FilterSection(%r, directory=%r)" % (self._values, self.directory)

@@ -57,8 +57,9 @@ class IFilterFactory(Interface):
     def validate(section: Mapping[str, str]) -> object:
         """
         Check the section's keys (all but ``use``, with ``${VAR}`` already filled in) and return
-        the parsed settings; raise L{twistgate.config.SectionError} listing every problem as
-        (key, problem) pairs. An unknown key is a problem too.
+        the parsed settings, or raise L{twistgate.config.SectionError} listing every problem as
+        (key, problem) pairs. An unknown key is a problem too. C{section} is a read-only mapping
+        whose C{directory} attribute is gw.ini's directory: resolve relative file paths from it.
 
         If the settings name upstreams (such as a fallback), give the settings object an
         attribute C{upstream_references}: a sequence of (key, upstream name) pairs, which the

@@ -231,6 +231,10 @@ def validate_settings(section: Mapping[str, str]) -> JWTSettings:
                                        "given with public_key, never as an HMAC secret"))
     if "public_key" in sources:
         public_key_file = text("public_key")
+        # A relative path is taken from gw.ini's directory, as every path in gw.ini is.
+        directory = getattr(section, "directory", None)
+        if directory:
+            public_key_file = os.path.join(directory, os.path.expanduser(public_key_file))
         try:
             public_key = _public(_read_public_key(public_key_file))
         except ValueError as e:
