@@ -677,13 +677,13 @@ def test_an_unusable_jwks_answer_is_a_failed_fetch(answer, rsa_key):
 
 
 def test_a_jwks_answer_over_the_size_limit_is_a_failed_fetch(rsa_key, monkeypatch):
-    import twistgate.filters.jwt_auth as jwt_auth
+    import twistgate.filters.jwks as jwks_module
 
     resource = JWKSResource([jwk(rsa_key, "k1")])
-    monkeypatch.setattr(jwt_auth, "JWKS_MAX_BYTES", 200)
+    monkeypatch.setattr(jwks_module, "JWKS_MAX_BYTES", 200)
     the_filter, stub, clock = jwks_filter(resource)
     assert not the_filter.jwks.ready
-    monkeypatch.setattr(jwt_auth, "JWKS_MAX_BYTES", 10_000)
+    monkeypatch.setattr(jwks_module, "JWKS_MAX_BYTES", 10_000)
     clock.advance(30)
     assert run(the_filter, exchange_with(rs256(rsa_key, "k1")))[0].code == 200
 

@@ -25,7 +25,7 @@ from twistgate.filters.jwt_settings import _public, algorithms_for_key
 
 # The namespace the JWKS events have always been logged under (twistd prints it on each line):
 # kept when the JWKS code moved out of jwt_auth, so that what operators grep for still matches.
-log = Logger(namespace="twistgate.filters.jwt_auth")
+log = Logger()
 
 #: A token naming an unknown ``kid`` makes the JWKS be fetched again at most this often (SPEC 5),
 #: so that a stream of made-up ``kid``s cannot turn the gateway into a flood against the IdP.

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,7 +38,6 @@ from zope.interface import implementer
 
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
-from twistgate.filters import jwks as _jwks
 from twistgate.filters.jwks import JWKS_MAX_BYTES, JWKS_MIN_REFETCH, JWKSKeys, VerifyingKey
 from twistgate.filters.jwt_settings import (
     EC_ALGORITHMS,
@@ -394,20 +391,3 @@ class JWTFilterFactory:
         """A L{JWTFilter} on the gateway's reactor (and, for a JWKS, an HTTP client on it)."""
         return JWTFilter(name, settings, services.reactor)
 
-
-class _Module(types.ModuleType):
-    """
-    This module, passing a change of a JWKS limit on to L{twistgate.filters.jwks}.
-
-    C{JWKS_MIN_REFETCH} and C{JWKS_MAX_BYTES} lived here before the JWKS code moved to its own
-    module, and setting them here (as the tests do with monkeypatch) must still change what
-    L{JWKSKeys} does, not only this module's copy of the name.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("JWKS_MIN_REFETCH", "JWKS_MAX_BYTES"):
-            setattr(_jwks, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Module
