@@ -33,6 +33,8 @@ setup(
     # here ships its .py files; its dropin.cache is Twisted's to rebuild, never ours to ship.
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]) + ["twisted.plugins"],
     include_package_data=False,
+    # The status dashboard's page, script and style sheet are read from the package at run time.
+    package_data={"twistgate.status": ["static/*"]},
     exclude_package_data={"": ["dropin.cache"]},
     zip_safe=False,
     install_requires=[
@@ -42,6 +44,9 @@ setup(
         "attrs",
         "service-identity",
         "hyperlink",
+        # /metrics: the Prometheus text format (and its escaping and histogram rules) and the
+        # process collector, from the reference client rather than written again here.
+        "prometheus_client",
         # Debian's PyPy is Python 3.9; the newer releases of these no longer build or run there.
         'cryptography<44; platform_python_implementation == "PyPy"',
         'pyOpenSSL<25; platform_python_implementation == "PyPy"',
@@ -49,7 +54,8 @@ setup(
     extras_require={
         # ruff is held to one minor series: a new series may add checks, and CI should not fail
         # because a linter was released. Raise it on purpose, fixing what it finds.
-        "test": ["pytest", "pytest-twisted", "hypothesis", "ruff>=0.17,<0.18"],
+        # selenium drives Debian's chromium (scripts/test installs it) for the dashboard test.
+        "test": ["pytest", "pytest-twisted", "hypothesis", "ruff>=0.17,<0.18", "selenium"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -8,6 +8,10 @@ started with, unchanged upstreams and filters are taken over whole, and listener
 applied by opening and closing listeners. An invalid file changes nothing and each problem is
 logged. Stopping (SIGTERM, SIGINT) stops the listeners, lets requests in flight finish for up to
 ``drain_timeout``, and then lets twistd exit 0.
+
+Beside the public site it holds what watches it: the status listener (L{StatusService}, which
+follows ``[status]`` through reloads) and the access log (an L{AccessLog} observer of the public
+site while ``access_log`` is not ``off``; SIGUSR1 reopens its file).
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
+from twistgate.accesslog import AccessLog
 from twistgate.config import ConfigError, GatewayConfig
 from twistgate.filters import IFilterFactory
 from twistgate.router import GatewayResource
 from twistgate.runtime import build_runtime
 from twistgate.site import GatewaySite
+from twistgate.status import StatusService
 
 log = Logger()
 
@@ -35,6 +41,8 @@ class Gateway(MultiService):
 
     @ivar runtime: the L{Runtime} new requests use.
     @ivar site: the public listener's factory.
+    @ivar status: the status listener and its figures (L{StatusService}).
+    @ivar access_log: the L{AccessLog} in use, or None with ``access_log = off``.
     """
 
     def __init__(
@@ -68,6 +76,12 @@ class Gateway(MultiService):
         self.checkers: dict[str, IService] = {}
         self._update_checkers()
         self._previous_hup = None
+        self._previous_usr1 = None
+        self.access_log: AccessLog | None = None
+        self._update_access_log(settings.access_log)
+        self.status = StatusService(self, reactor)
+        self.status.setServiceParent(self)
+        self.status.configure(config.status)
 
     @property
     def config(self) -> GatewayConfig:
@@ -104,6 +118,8 @@ class Gateway(MultiService):
         self.site.header_timeout = settings.header_timeout
         self.site.timeOut = settings.idle_timeout or None
         self._update_listeners(settings.listen)
+        self.status.configure(config.status)
+        self._update_access_log(settings.access_log)
         if settings.workers != old.config.gateway.workers:
             log.warn("workers changed from {old} to {new}: that takes a restart",
                      old=old.config.gateway.workers, new=settings.workers)
@@ -118,7 +134,7 @@ class Gateway(MultiService):
         )
 
     def _add_listener(self, description: str) -> None:
-        listener = strports.service(description, self.site)
+        listener = strports.service(description, self.site, reactor=self.reactor)
         listener.setServiceParent(self)
         self.listeners[description] = listener
 
@@ -132,6 +148,27 @@ class Gateway(MultiService):
             if description not in wanted:
                 log.info("no longer listening on {endpoint}", endpoint=description)
                 self.listeners.pop(description).disownServiceParent()
+
+    def _update_access_log(self, destination: str) -> None:
+        """One access-log observer writing to C{destination}, or none at all for ``off``."""
+        current = self.access_log
+        if current is not None and current.destination == destination:
+            return
+        if destination == "off":
+            new = None
+        else:
+            try:
+                new = AccessLog(destination, self.reactor)
+            except OSError as error:
+                log.error("access log {destination}: cannot open: {error}; keeping the old one",
+                          destination=destination, error=error)
+                return
+        if current is not None:
+            self.site.observers.remove(current.observe)
+            current.close()
+        if new is not None:
+            self.site.observers.append(new.observe)
+        self.access_log = new
 
     def _update_checkers(self) -> None:
         """One running health checker per upstream that has health_check, none for the rest."""
@@ -155,16 +192,31 @@ class Gateway(MultiService):
         super().startService()
         if self._load is not None:
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
+            # twistd rotates its own --logfile on SIGUSR1: the access log joins in, not replaces.
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def _on_hup(self, signum, frame) -> None:
         log.info("SIGHUP: reloading the configuration")
         self.reactor.callFromThread(self.reload)
+
+    def _on_usr1(self, signum, frame) -> None:
+        previous = self._previous_usr1
+        if callable(previous):
+            previous(signum, frame)
+        self.reactor.callFromThread(self._reopen_access_log)
+
+    def _reopen_access_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     def stopService(self) -> Deferred[None]:
         """Stop the listeners, let requests in flight finish (up to drain_timeout), close up."""
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
+        if self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
         timeout = self.config.gateway.drain_timeout
         in_flight = self.site.in_flight
         if in_flight:
@@ -180,6 +232,8 @@ class Gateway(MultiService):
         return d
 
     def _stopped(self, _) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
         # twistd re-raises the signal that stopped the reactor once it has run down, so that the
         # process dies "killed by SIGTERM"; SPEC 1 asks for exit status 0 after a drain instead.
         if getattr(self.reactor, "_exitSignal", None) is not None:

@@ -57,9 +57,6 @@ class Options(usage.Options):
 
 def warn_about_unbuilt_features(config: GatewayConfig) -> None:
     """Say at start-up which valid settings this release does not act on yet."""
-    if config.status is not None:
-        log.warn("[status] is valid but not served yet: the status listener arrives in a later "
-                 "release")
     if config.store.backend != "memory":
         log.warn("[store] backend = {backend} is valid but not used yet: this release keeps its "
                  "state in memory", backend=config.store.backend)

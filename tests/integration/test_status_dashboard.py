@@ -1,0 +1,145 @@
+"""
+The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver, which
+scripts/test installs) loads /status of a real twistd, traffic goes through the gateway, and the
+numbers on the page must follow. A screenshot is left in artifacts/status-dashboard.png.
+
+Selenium's calls block, and the upstream lives in this test's reactor: they run in a thread
+(deferToThread) so that the reactor keeps answering while the browser is asked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.defer import gatherResults
+from twisted.internet.threads import deferToThread
+
+from tests.integration.harness import ROOT, free_port, sleep, wait_for_port
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOT = ROOT / "artifacts" / "status-dashboard.png"
+
+webdriver = pytest.importorskip("selenium.webdriver")
+if not (shutil.which("chromium") and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
+    pytest.skip("needs Debian's chromium and chromium-driver (scripts/test installs them)",
+                allow_module_level=True)
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+
+CONFIG = """
+[gateway]
+listen = tcp:{{port}}:interface=127.0.0.1
+access_log = off
+[status]
+listen = tcp:{status_port}:interface=127.0.0.1
+[upstream:users]
+targets = {users}
+[filter:breaker]
+use = circuit_breaker
+failures = 5
+[route:users]
+prefix = /users
+upstream = users
+filters = breaker
+[route:orders]
+prefix = /orders
+upstream = {orders}
+"""
+
+
+def browser(profile):
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--window-size=1400,1700",
+                     "--user-data-dir=%s" % profile):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def text_of(driver, element_id):
+    return driver.find_element("id", element_id).text
+
+
+def wait_for_text(driver, element_id, wanted, timeout=15.0):
+    """Wait until the element shows C{wanted}; returns what it last showed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = text_of(driver, element_id)
+        if shown == wanted or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.1)
+
+
+def painted_pixels(driver, canvas_id):
+    """How many pixels of a chart's canvas are drawn on (not transparent)."""
+    return driver.execute_script(
+        "var c = document.getElementById(arguments[0]);"
+        "var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, n = 0;"
+        "for (var i = 3; i < d.length; i += 4) { if (d[i]) { n++; } }"
+        "return n;",
+        canvas_id,
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def traffic(gw, seconds, per_second):
+    """GETs through the gateway for a few seconds: users (200) and a path no route takes (404)."""
+    sent = {"users": 0, "orders": 0, "nowhere": 0}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        paths = ["/users"] * 3 + ["/orders", "/nowhere"]
+        responses = yield gatherResults([treq.get(gw.url(p)) for p in paths])
+        yield gatherResults([r.content() for r in responses])
+        for p in paths:
+            sent[p.strip("/")] += 1
+        yield sleep(len(paths) / per_second)
+    return sent
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
+    users, orders = upstreams("users"), upstreams("orders")
+    status_port = free_port()
+    gw = gateway(CONFIG.format(status_port=status_port, users=users.url, orders=orders.url))
+    wait_for_port(status_port, process=gw.process)
+    driver = yield deferToThread(browser, tmp_path / "profile")
+    try:
+        yield deferToThread(driver.get, "http://127.0.0.1:%d/status" % status_port)
+        first = yield deferToThread(wait_for_text, driver, "total-requests", "0")
+        assert first == "0"
+        assert (yield deferToThread(text_of, driver, "serving")) == "SERVING"
+
+        sent = yield traffic(gw, seconds=4, per_second=60)
+        total = sum(sent.values())
+        shown = yield deferToThread(wait_for_text, driver, "total-requests", f"{total:,}")
+        assert shown == f"{total:,}"
+        assert (yield deferToThread(text_of, driver, "status-2xx")) == "{:,}".format(
+            sent["users"] + sent["orders"])
+        assert (yield deferToThread(text_of, driver, "status-4xx")) == "{:,}".format(
+            sent["nowhere"])
+        rate = yield deferToThread(text_of, driver, "rate-10s")
+        assert float(rate.replace(",", "")) > 0
+        p99 = yield deferToThread(text_of, driver, "latency-p99")
+        assert float(p99.replace(",", "")) > 0
+        row = yield deferToThread(text_of, driver, "route-users")
+        assert "{:,}".format(sent["users"]) in row.split()
+        target = yield deferToThread(text_of, driver, "target-users-" + users.url)
+        assert "in pool" in target and "{:,}".format(sent["users"]) in target.split()
+        assert (yield deferToThread(text_of, driver, "rss")).endswith("MB")
+        breaker = yield deferToThread(text_of, driver, "circuit-breaker")
+        assert breaker.split()[:2] == ["breaker", "closed"]
+        for chart in ("chart-requests", "chart-latency", "chart-status", "chart-rss"):
+            assert (yield deferToThread(painted_pixels, driver, chart)) > 500, chart
+        errors = yield deferToThread(driver.get_log, "browser")
+        assert [e for e in errors if e["level"] == "SEVERE"] == []
+
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert (yield deferToThread(driver.save_screenshot, str(SCREENSHOT)))
+    finally:
+        yield deferToThread(driver.quit)

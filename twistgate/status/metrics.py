@@ -1,0 +1,189 @@
+"""
+/metrics: the gateway's figures in Prometheus' text format, through prometheus_client.
+
+Each gateway has its own L{CollectorRegistry} (never the library's global one, so that two
+gateways in one process, as in the tests, never share a counter). Nothing on the request path
+touches prometheus_client: L{GatewayCollector} turns the plain counters of L{Traffic} and the live
+objects of the runtime (pools, breakers, rate limits) into metric families when Prometheus
+scrapes, and prometheus_client's own L{ProcessCollector} adds the process' CPU, memory and file
+descriptors.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.utils import floatToGoString
+
+from twistgate import __version__
+from twistgate.status.process import ProcessMonitor
+from twistgate.status.traffic import Traffic, cumulative_buckets
+
+#: The value of twistgate_circuit_state for each breaker state.
+CIRCUIT_STATES = {"closed": 0, "open": 1, "half_open": 2}
+
+
+def breakers(runtime):
+    """(name, filter) of each filter in C{runtime} that is a circuit breaker (has a known state)."""
+    for name, candidate in runtime.filters.items():
+        if getattr(candidate, "state", None) in CIRCUIT_STATES:
+            yield name, candidate
+
+
+def rate_limits(runtime):
+    """(name, filter) of each filter in C{runtime} that counts rejections (a rate limit)."""
+    for name, candidate in runtime.filters.items():
+        if isinstance(getattr(candidate, "rejections", None), int):
+            yield name, candidate
+
+
+class GatewayCollector:
+    """
+    A prometheus_client collector reading a gateway at scrape time.
+
+    @param gateway: anything with C{runtime} (the L{twistgate.runtime.Runtime} in force) and
+        C{site.in_flight}.
+    """
+
+    def __init__(self, gateway, traffic: Traffic, monitor: ProcessMonitor):
+        self._gateway = gateway
+        self._traffic = traffic
+        self._monitor = monitor
+
+    def collect(self):
+        traffic = self._traffic
+        runtime = self._gateway.runtime
+
+        info = GaugeMetricFamily(
+            "twistgate_info", "The running twistgate (always 1).", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+
+        requests = CounterMetricFamily(
+            "twistgate_requests",
+            "Requests answered on the public listener, by route, method and status code. "
+            "Route (none): the router answered (400, 404, 405).",
+            labels=["route", "method", "code"],
+        )
+        for (route, method, code), count in sorted(traffic.requests.items()):
+            requests.add_metric([route, method, str(code)], count)
+        yield requests
+
+        durations = HistogramMetricFamily(
+            "twistgate_request_duration_seconds",
+            "Time from the request head to the end of the answer, by route.",
+            labels=["route"],
+        )
+        names = set(traffic.routes) | {route.name for route in runtime.route_list}
+        for name in sorted(names):
+            series = traffic.routes.get(name)
+            if series is None:
+                row, total = [0] * len(traffic.all.total), 0.0
+            else:
+                row, total = series.total, series.duration_sum
+            durations.add_metric(
+                [name],
+                [(floatToGoString(bound), count) for bound, count in cumulative_buckets(row)],
+                total,
+            )
+        yield durations
+
+        attempts = CounterMetricFamily(
+            "twistgate_upstream_requests",
+            "Requests sent to upstream targets, by outcome (response, error, timeout, "
+            "cancelled); a retried request counts once per target tried.",
+            labels=["upstream", "target", "outcome"],
+        )
+        for (upstream, target, outcome), count in sorted(traffic.attempts.items()):
+            attempts.add_metric([upstream, target, outcome], count)
+        yield attempts
+
+        up = GaugeMetricFamily(
+            "twistgate_upstream_target_up",
+            "1 while the target is in its pool (healthy and not taken out after failures).",
+            labels=["upstream", "target"],
+        )
+        busy = GaugeMetricFamily(
+            "twistgate_upstream_target_in_flight",
+            "Requests in flight to the target.",
+            labels=["upstream", "target"],
+        )
+        for name, upstream in sorted(runtime.upstreams.items()):
+            for target in upstream.pool.snapshot():
+                up.add_metric([name, target["url"]], 1 if target["available"] else 0)
+                busy.add_metric([name, target["url"]], target["in_flight"])
+        yield up
+        yield busy
+
+        state = GaugeMetricFamily(
+            "twistgate_circuit_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+            labels=["filter"],
+        )
+        transitions = CounterMetricFamily(
+            "twistgate_circuit_transitions",
+            "Times a circuit breaker entered each state.",
+            labels=["filter", "state"],
+        )
+        for name, breaker in breakers(runtime):
+            state.add_metric([name], CIRCUIT_STATES[breaker.state])
+            for entered, count in sorted((getattr(breaker, "transitions", None) or {}).items()):
+                transitions.add_metric([name, entered], count)
+        yield state
+        yield transitions
+
+        cache = CounterMetricFamily(
+            "twistgate_cache_requests",
+            "Requests a cache filter handled, by its X-Cache result.",
+            labels=["result"],
+        )
+        for result, count in sorted(traffic.cache.items()):
+            cache.add_metric([result], count)
+        yield cache
+
+        rejections = CounterMetricFamily(
+            "twistgate_ratelimit_rejections",
+            "Requests a ratelimit filter answered 429.",
+            labels=["filter"],
+        )
+        shadow = CounterMetricFamily(
+            "twistgate_ratelimit_shadow_rejections",
+            "Requests a ratelimit filter in shadow mode would have answered 429.",
+            labels=["filter"],
+        )
+        failures = CounterMetricFamily(
+            "twistgate_ratelimit_store_failures",
+            "Rate-limit decisions the store failed to make (those requests passed).",
+            labels=["filter"],
+        )
+        for name, limit in rate_limits(runtime):
+            rejections.add_metric([name], limit.rejections)
+            shadow.add_metric([name], getattr(limit, "shadow_rejections", 0))
+            failures.add_metric([name], getattr(limit, "store_failures", 0))
+        yield rejections
+        yield shadow
+        yield failures
+
+        yield GaugeMetricFamily(
+            "twistgate_in_flight_requests",
+            "Requests on the public listener not answered yet.",
+            value=self._gateway.site.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "twistgate_event_loop_lag_seconds",
+            "How late the reactor ran the status monitor's last timer.",
+            value=self._monitor.lag,
+        )
+
+
+def metrics_registry(gateway, traffic: Traffic, monitor: ProcessMonitor) -> CollectorRegistry:
+    """A registry of its own for one gateway: its figures and its process."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway, traffic, monitor))
+    ProcessCollector(registry=registry)
+    return registry
