@@ -1,0 +1,1 @@
+"""The benchmark of issue 13: twistgate beside reference gateways, driven by wrk."""
