@@ -158,3 +158,28 @@ def test_observers_see_each_request_once_it_is_answered():
     request.write(b"abc")
     request.finish()
     assert seen == [request] and request.code == 201 and request.sentLength == 3
+
+
+def test_each_head_on_a_keep_alive_connection_has_its_own_deadline():
+    clock, resource, channel, transport = connect(header_timeout=5)
+    channel.dataReceived(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = resource.requests[0]
+    first.finish()
+    clock.advance(30)  # idle between requests: only idle_timeout applies
+    assert not transport.disconnecting
+    channel.dataReceived(b"GET /2 HTTP/1.1\r\n")
+    clock.advance(4.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting or transport.disconnected
+
+
+def test_a_channel_asks_the_transport_for_its_addresses_once():
+    _, resource, channel, transport = connect()
+    calls = []
+    get_host = transport.getHost
+    transport.getHost = lambda: calls.append(1) or get_host()
+    for n in range(3):
+        channel.dataReceived(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        resource.requests[-1].finish()
+    assert len(resource.requests) == 3 and len(calls) <= 1

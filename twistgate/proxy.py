@@ -26,15 +26,15 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Exchange, Reply
-from twistgate.headers import TrustedProxies, end_to_end
+from twistgate.headers import HOP_BY_HOP, TrustedProxies, copy_end_to_end, remove_hop_by_hop
 
 log = Logger()
 
 #: Methods that may be sent again to another target after a failure (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"])
 
-#: Request headers the gateway sets itself instead of copying.
-_SET_BY_GATEWAY = frozenset(
+#: Request headers not copied upstream: hop-by-hop ones, and those the gateway sets itself.
+_SET_BY_GATEWAY = HOP_BY_HOP | frozenset(
     [
         b"host",
         b"content-length",
@@ -45,9 +45,9 @@ _SET_BY_GATEWAY = frozenset(
     ]
 )
 
-#: Response headers not copied back: framing is the client connection's own, and the request id
-#: is the gateway's.
-_NOT_RETURNED = frozenset([b"content-length", b"x-request-id"])
+#: Response headers not passed back: hop-by-hop ones, framing (the client connection's own),
+#: and the request id (the gateway's).
+_NOT_RETURNED = HOP_BY_HOP | frozenset([b"content-length", b"x-request-id"])
 
 #: Failures that happen before a request reaches the target: safe to retry for any method.
 _NOT_SENT = (
@@ -76,8 +76,7 @@ class Forwarder:
         request = exchange.request
         headers = Headers()
         set_header = headers.setRawHeaders
-        for name, values in end_to_end(incoming, _SET_BY_GATEWAY):
-            set_header(name, values)
+        copy_end_to_end(incoming, headers, _SET_BY_GATEWAY)
         peer = exchange.peer
         trusted = self._trusted.trusts(peer)
         set_header(
@@ -177,10 +176,10 @@ class _Attempts:
         pool.release(state)
         pool.report_success(state)
         self._record(state, "response")
-        headers = Headers()
+        # The response's own Headers object becomes the reply's: it is this response's alone.
+        headers = response.headers
+        remove_hop_by_hop(headers, _NOT_RETURNED)
         set_header = headers.setRawHeaders
-        for name, values in end_to_end(response.headers, _NOT_RETURNED):
-            set_header(name, values)
         # twisted.web's client keeps Content-Length to itself, as response.length; a HEAD
         # answer's length is not the body's, so it is left out there rather than sent as 0.
         length = response.length

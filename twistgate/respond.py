@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
 
 from twistgate.exchange import Reply
+from twistgate.headers import HOP_BY_HOP, copy_end_to_end
 
 log = Logger()
 
@@ -24,9 +25,7 @@ def send_reply(request, reply: Reply) -> None:
         _discard(reply)
         return
     request.setResponseCode(reply.code, reply.phrase)
-    set_header = request.responseHeaders.setRawHeaders
-    for name, values in reply.headers.getAllRawHeaders():
-        set_header(name, values)
+    copy_end_to_end(reply.headers, request.responseHeaders, HOP_BY_HOP)
     body = reply.body
     if isinstance(body, bytes):
         if body:

@@ -148,15 +148,31 @@ class GatewayRequest(server.Request):
 class GatewayChannel(http.HTTPChannel):
     """An HTTP connection with a deadline for each request head."""
 
-    _header_deadline = None
+    #: When the request head being received must be complete (site clock), or None.
+    _head_due: float | None = None
+    #: The one timer that enforces C{_head_due}; re-armed only when it fires early.
+    _head_timer = None
+    _host = None
+    _peer = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
         self._arm_header_deadline()
 
+    def getHost(self):
+        # twisted.web asks for it on every request; it is a getsockname() call each time.
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    def getPeer(self):
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
+
     def dataReceived(self, data: bytes) -> None:
-        if self._header_deadline is None and self.line_mode and not self._handlingRequest:
+        if self._head_due is None and self.line_mode and not self._handlingRequest:
             self._arm_header_deadline()
         super().dataReceived(data)
 
@@ -184,23 +200,38 @@ class GatewayChannel(http.HTTPChannel):
         super().allContentReceived()
 
     def connectionLost(self, reason) -> None:
-        self._cancel_header_deadline()
+        self._head_due = None
+        if self._head_timer is not None and self._head_timer.active():
+            self._head_timer.cancel()
+        self._head_timer = None
         self.site.channels.discard(self)
         super().connectionLost(reason)
 
     def _arm_header_deadline(self) -> None:
+        """
+        Start the clock on a request head. A keep-alive connection receives many heads, so
+        rather than a timer set and cancelled for each, one timer stays armed and, when it fires
+        before the head in progress is due, is set again for the rest.
+        """
         timeout = self.site.header_timeout
-        if timeout:
-            self._header_deadline = self.callLater(timeout, self._header_timed_out)
+        if not timeout:
+            return
+        self._head_due = self.site.clock.seconds() + timeout
+        if self._head_timer is None:
+            self._head_timer = self.callLater(timeout, self._head_timer_fired)
 
     def _cancel_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            if self._header_deadline.active():
-                self._header_deadline.cancel()
-            self._header_deadline = None
+        self._head_due = None
 
-    def _header_timed_out(self) -> None:
-        self._header_deadline = None
+    def _head_timer_fired(self) -> None:
+        self._head_timer = None
+        due = self._head_due
+        if due is None:
+            return
+        left = due - self.site.clock.seconds()
+        if left > 0:
+            self._head_timer = self.callLater(left, self._head_timer_fired)
+            return
         log.info("closing a client that sent no complete request head in time: {peer}",
                  peer=str(self.transport.getPeer()))
         self.transport.abortConnection()
