@@ -75,3 +75,23 @@ def test_the_example_config_serves_both_routes_over_the_demo_services(example):
     response = yield treq.get(gateway.url("/orders"))
     assert response.code == 200
     assert (yield response.json())["service"] == "orders"
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_example_configs_secure_route_wants_a_token_and_forwards_its_subject(example):
+    import jwt
+
+    gateway, ports = example
+    response = yield treq.get(gateway.url("/secure/users"))
+    assert response.code == 401
+    assert response.headers.getRawHeaders(b"www-authenticate") == [b'Bearer realm="twistgate"']
+    yield response.content()
+    token = jwt.encode({"sub": "alice"}, "change-me-to-32-or-more-random-bytes", "HS256")
+    response = yield treq.get(gateway.url("/secure/users"),
+                              headers={"Authorization": "Bearer " + token,
+                                       "X-User-Id": "mallory"})
+    assert response.code == 200
+    assert response.headers.getRawHeaders(b"ratelimit-limit") == [b"100"]
+    body = yield response.json()
+    assert body["service"] == "users" and body["path"] == "/users"
+    assert body["gateway_headers"]["X-User-Id"] == "alice"
