@@ -51,6 +51,9 @@ from twistgate.config.summary import format_summary
 # from UpstreamConfig, and only code that parses a URL of its own needs this.
 from twistgate.config.values import parse_target as parse_target
 
+# Public for filter factories, whose unknown-key and unknown-value hints read like the config's.
+from twistgate.config.values import suggest as suggest
+
 __all__ = [
     "AggregateConfig",
     "ConfigError",

@@ -207,7 +207,7 @@ def _parse_method(text: str) -> str:
     return text.upper()
 
 
-def _suggest(word: str, candidates: Iterable[str]) -> str:
+def suggest(word: str, candidates: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when ``word`` is close to one of ``candidates``, else ''."""
     by_lower = {c.lower(): c for c in sorted(candidates)}  # sorted: the same hint every run
     if word.lower() in by_lower:
@@ -216,6 +216,9 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
     if close:
         return f" (did you mean '{by_lower[close[0]]}'?)"
     return ""
+
+
+_suggest = suggest  # the name the config package has used all along
 
 
 def _suggest_section(section: str) -> str:

@@ -15,7 +15,6 @@ section used on several routes is one breaker shared by all of them
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -29,9 +28,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistgate import units
-from twistgate.config import SectionError
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
+from twistgate.filters.sections import SectionReader
 
 log = Logger()
 
@@ -315,40 +314,21 @@ class CircuitBreakerFactory:
 
     def validate(self, section: Mapping[str, str]) -> CircuitBreakerSettings:
         """Parse a section's keys into L{CircuitBreakerSettings}; every problem is reported."""
-        problems: list[tuple[str, str]] = []
-        values = {}
-        for key, raw in section.items():
-            if key not in _KEYS:
-                problems.append((key, "unknown key" + _suggest(key)))
-                continue
-            text = raw.strip()
-            if text:  # "fallback =" means unset, as everywhere in gw.ini
-                values[key] = text
+        reader = SectionReader(section, _KEYS)
+        failures = reader.get("failures", _parse_count)
+        reset = reader.get("reset", _parse_reset)
+        volume = reader.get("volume", _parse_count)
+        error_ratio = reader.get("error_ratio", _parse_ratio)
+        window = reader.get("window", _parse_window)
+        fallback = reader.get("fallback", _parse_name)
 
-        def get(key, parse):
-            if key not in values:
-                return None
-            try:
-                return parse(values[key])
-            except ValueError as e:
-                problems.append((key, str(e)))
-                return None
-
-        failures = get("failures", _parse_count)
-        reset = get("reset", _parse_reset)
-        volume = get("volume", _parse_count)
-        error_ratio = get("error_ratio", _parse_ratio)
-        window = get("window", _parse_window)
-        fallback = get("fallback", _parse_name)
-
-        ratio_keys = [key for key in ("volume", "error_ratio") if key in values]
+        ratio_keys = [key for key in ("volume", "error_ratio") if key in reader.values]
         if len(ratio_keys) == 1:
             other = "error_ratio" if ratio_keys[0] == "volume" else "volume"
-            problems.append((ratio_keys[0], "needs %s too (ratio mode takes both)" % (other,)))
-        if "window" in values and not ratio_keys:
-            problems.append(("window", "is used only in ratio mode, with volume and error_ratio"))
-        if problems:
-            raise SectionError(problems)
+            reader.problem(ratio_keys[0], "needs %s too (ratio mode takes both)" % (other,))
+        if "window" in reader.values and not ratio_keys:
+            reader.problem("window", "is used only in ratio mode, with volume and error_ratio")
+        reader.check()
 
         ratio_mode = bool(ratio_keys)
         return CircuitBreakerSettings(
@@ -369,11 +349,6 @@ class CircuitBreakerFactory:
                 "[filter:%s] fallback: no section [upstream:%s]" % (name, settings.fallback)
             )
         return CircuitBreaker(name, settings, services.reactor, services.forward)
-
-
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key.lower(), _KEYS, n=1)
-    return " (did you mean '%s'?)" % (close[0],) if close else ""
 
 
 def _parse_count(text: str) -> int:

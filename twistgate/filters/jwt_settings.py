@@ -16,10 +16,9 @@ by hoping a library notices.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from twistgate import units
-from twistgate.config import SectionError
+from twistgate.config import SectionError, suggest
 
 #: The algorithms this filter knows, by family. ``none`` is deliberately in none of them.
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -105,14 +104,6 @@ def _public(key: Any) -> Any:
     return key.public_key() if isinstance(key, private) else key
 
 
-def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    by_lower = {c.lower(): c for c in candidates}
-    if word.lower() in by_lower:
-        return f" (did you mean '{by_lower[word.lower()]}'?)"
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1)
-    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
-
-
 def _read_public_key(path: str) -> Any:
     """A PEM public key (or the key of a PEM certificate) from C{path}; ValueError if not."""
     try:
@@ -167,7 +158,7 @@ def validate_settings(section: Mapping[str, str]) -> JWTSettings:
 
     for key in section:
         if key not in _KEYS:
-            problems.append((key, "unknown key" + _did_you_mean(key, _KEYS)))
+            problems.append((key, "unknown key" + suggest(key, _KEYS)))
 
     # The key source: exactly one.
     given = [key for key in ("secret", "public_key", "jwks_url") if key in section]
@@ -212,7 +203,7 @@ def validate_settings(section: Mapping[str, str]) -> JWTSettings:
                                            "signature proves nothing"))
         elif word not in KNOWN_ALGORITHMS:
             problems.append(("algorithms", f"unknown algorithm '{word}'"
-                                           + _did_you_mean(word, KNOWN_ALGORITHMS)))
+                                           + suggest(word, KNOWN_ALGORITHMS)))
         elif word not in jwt.algorithms.get_default_algorithms():
             problems.append(("algorithms", f"{word} is not supported by the installed PyJWT"))
         elif word not in algorithms:

@@ -33,9 +33,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistgate import units
-from twistgate.config import SectionError
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
+from twistgate.filters.sections import SectionReader
 from twistgate.stores import EPSILON, Decision, IRateLimitStore, ISynchronousRateLimitStore
 from twistgate.stores.memory import MemoryRateLimitStore
 
@@ -350,35 +350,12 @@ class RateLimitFactory:
 
     def validate(self, section: Mapping[str, str]) -> RateLimitSettings:
         """Parse a section's keys into L{RateLimitSettings}; every problem is reported."""
-        problems: list[tuple[str, str]] = []
-        values = {}
-        for key, raw in section.items():
-            if key not in _KEYS:
-                close = difflib.get_close_matches(key.lower(), _KEYS, n=1)
-                hint = " (did you mean '%s'?)" % (close[0],) if close else ""
-                problems.append((key, "unknown key" + hint))
-                continue
-            text = raw.strip()
-            if text:  # "burst =" means unset, as everywhere in gw.ini
-                values[key] = text
-
-        def get(key, parse, default):
-            if key not in values:
-                return default
-            try:
-                return parse(values[key])
-            except ValueError as e:
-                problems.append((key, str(e)))
-                return default
-
-        if "rate" not in values:
-            problems.append(("rate", "required"))
-        rate = get("rate", units.parse_rate, None)
-        burst = get("burst", _parse_burst, 0)
-        shadow = get("shadow", units.parse_bool, False)
-        key = get("key", parse_key, KeySpec())
-        if problems:
-            raise SectionError(problems)
+        reader = SectionReader(section, _KEYS)
+        rate = reader.require("rate", units.parse_rate)
+        burst = reader.get("burst", _parse_burst, 0)
+        shadow = reader.get("shadow", units.parse_bool, False)
+        key = reader.get("key", parse_key, KeySpec())
+        reader.check()
         return RateLimitSettings(rate=rate, burst=burst, shadow=shadow, key=key)
 
     def build(self, name: str, settings: RateLimitSettings, services: FilterServices) -> RateLimit:
