@@ -18,7 +18,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.web import server
 from twisted.web.resource import Resource
 
@@ -115,6 +115,31 @@ class Gateway:
                 self.process.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+
+class PeakRSS:
+    """The largest resident memory of a gateway process, sampled every 50 ms from now on."""
+
+    def __init__(self, gateway: Gateway, interval: float = 0.05):
+        self.gateway = gateway
+        self.baseline = self.peak = gateway.rss()
+        self._loop = LoopingCall(self._sample)
+        self._loop.start(interval)
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self.gateway.rss())
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        self._sample()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+    def __repr__(self) -> str:
+        return "RSS baseline %.1f MB, peak %.1f MB" % (self.baseline / 2**20, self.peak / 2**20)
 
 
 class CountingSite(server.Site):

@@ -8,12 +8,11 @@ import socket
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from tests.integration.harness import free_port
+from tests.integration.harness import PeakRSS, free_port
 
 MB = 1024 * 1024
 
@@ -255,20 +254,16 @@ def test_a_200mb_download_streams_with_bounded_memory(upstreams, gateway):
     )
     warm = yield treq.get(gw.url("/warm"))
     yield warm.content()
-    baseline = gw.rss()
-    peak = [baseline]
-    sampler = LoopingCall(lambda: peak.append(gw.rss()))
-    sampler.start(0.05)
+    memory = PeakRSS(gw)
     size = 200 * MB
     received = [0]
     try:
         response = yield treq.get(gw.url("/big?n=%d" % size), unbuffered=True)
         yield treq.collect(response, lambda data: received.__setitem__(0, received[0] + len(data)))
     finally:
-        sampler.stop()
+        memory.stop()
     assert received[0] == size
-    print("rss baseline %.1f MB, peak %.1f MB" % (baseline / MB, max(peak) / MB))
-    assert max(peak) - baseline < 50 * MB, (baseline, max(peak))
+    assert memory.growth < 50 * MB, memory
 
 
 @implementer(IBodyProducer)
@@ -319,21 +314,17 @@ def test_a_50mb_chunked_upload_streams_with_bounded_memory(upstreams, gateway):
     )
     warm = yield treq.get(gw.url("/warm"))
     yield warm.content()
-    baseline = gw.rss()
-    peak = [baseline]
-    sampler = LoopingCall(lambda: peak.append(gw.rss()))
-    sampler.start(0.05)
+    memory = PeakRSS(gw)
     size = 50 * MB
     try:
         response = yield treq.post(gw.url("/upload"), data=_Chunks(size))
         body = json.loads((yield response.content()))
     finally:
-        sampler.stop()
+        memory.stop()
     assert response.code == 200
     assert body["body_length"] == size
     assert sink.seen[-1]["headers"].get("transfer-encoding") == ["chunked"]
-    print("rss baseline %.1f MB, peak %.1f MB" % (baseline / MB, max(peak) / MB))
-    assert max(peak) - baseline < 50 * MB, (baseline, max(peak))
+    assert memory.growth < 50 * MB, memory
 
 
 @pytest_twisted.inlineCallbacks
