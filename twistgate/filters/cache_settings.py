@@ -1,0 +1,107 @@
+"""
+The keys of a ``[filter:NAME] use = cache`` section, checked once at load time.
+
+``ttl`` (optional duration), ``max_size`` (size, 64MB), ``max_entry_size`` (size, the smaller of
+1MB and an eighth of ``max_size``) and ``scope`` (``auto`` or ``shared``); docs/filters/cache.md
+says what each does. Every problem is reported, one line each, as the rest of gw.ini's are.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+
+import attrs
+
+from twistgate import units
+from twistgate.config import SectionError
+
+__all__ = ["CacheSettings", "DEFAULT_MAX_SIZE", "SCOPES", "validate_settings"]
+
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+#: max_entry_size by default: this, or an eighth of max_size when that is smaller.
+DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024
+SCOPES = ("auto", "shared")
+_KEYS = ("ttl", "max_size", "max_entry_size", "scope")
+
+
+@attrs.frozen
+class CacheSettings:
+    """
+    A cache section, validated.
+
+    @ivar ttl: the freshness lifetime given to storable responses without explicit freshness,
+        in seconds; None for a strict RFC 9111 cache (heuristic freshness only).
+    @ivar max_size: the bytes the store may count before it evicts the least recently used.
+    @ivar max_entry_size: responses larger than this stream through without being stored.
+    @ivar scope: C{"auto"} (responses to authenticated requests are stored per subject) or
+        C{"shared"} (stored only where RFC 9111 §3.5 allows, then shared).
+    """
+
+    ttl: float | None = None
+    max_size: int = DEFAULT_MAX_SIZE
+    max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
+    scope: str = "auto"
+
+
+def validate_settings(section: Mapping[str, str]) -> CacheSettings:
+    """Parse a section's keys into L{CacheSettings}, or raise L{SectionError} with every problem."""
+    problems: list[tuple[str, str]] = []
+    values = {}
+    for key, raw in section.items():
+        if key not in _KEYS:
+            close = difflib.get_close_matches(key.lower(), _KEYS, n=1)
+            problems.append((key, "unknown key" + (" (did you mean '%s'?)" % close[0]
+                                                   if close else "")))
+            continue
+        text = raw.strip()
+        if text:  # "ttl =" means unset, as everywhere in gw.ini
+            values[key] = text
+
+    def get(key, parse):
+        if key not in values:
+            return None
+        try:
+            return parse(values[key])
+        except ValueError as e:
+            problems.append((key, str(e)))
+            return None
+
+    ttl = get("ttl", _parse_ttl)
+    max_size = get("max_size", _parse_size)
+    max_entry_size = get("max_entry_size", _parse_size)
+    scope = get("scope", _parse_scope)
+    if max_size is None:
+        max_size = DEFAULT_MAX_SIZE
+    if max_entry_size is None:
+        max_entry_size = min(DEFAULT_MAX_ENTRY_SIZE, max(1, max_size // 8))
+    elif max_entry_size > max_size:
+        problems.append(("max_entry_size", "%s is larger than max_size (%s)"
+                         % (units.format_size(max_entry_size), units.format_size(max_size))))
+    if problems:
+        raise SectionError(problems)
+    return CacheSettings(ttl=ttl, max_size=max_size, max_entry_size=max_entry_size,
+                         scope=scope or "auto")
+
+
+def _parse_ttl(text: str) -> float:
+    seconds = units.parse_duration(text)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0 (leave ttl out for no default freshness)")
+    return seconds
+
+
+def _parse_size(text: str) -> int:
+    size = units.parse_size(text)
+    if size < 1:
+        raise ValueError("must be at least 1 byte")
+    return size
+
+
+def _parse_scope(text: str) -> str:
+    value = text.strip().lower()
+    if value in SCOPES:
+        return value
+    close = difflib.get_close_matches(value, SCOPES, n=1)
+    hint = " (did you mean '%s'?)" % close[0] if close else ""
+    raise ValueError("'%s' is not a scope (use auto or shared)%s" % (text, hint))
