@@ -95,3 +95,15 @@ def test_the_example_configs_secure_route_wants_a_token_and_forwards_its_subject
     body = yield response.json()
     assert body["service"] == "users" and body["path"] == "/users"
     assert body["gateway_headers"]["X-User-Id"] == "alice"
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_example_configs_orders_route_is_cached(example):
+    gateway, ports = example
+    first = yield treq.get(gateway.url("/orders"))
+    yield first.content()
+    second = yield treq.get(gateway.url("/orders"))
+    yield second.content()
+    assert first.headers.getRawHeaders(b"x-cache") == [b"MISS"]
+    assert second.headers.getRawHeaders(b"x-cache") == [b"HIT"]
+    assert second.headers.hasHeader(b"age")
