@@ -13,9 +13,12 @@ them. Unsafe methods that succeed invalidate their URL and their Location / Cont
 
 The modules around this one:
 
-    cache_policy.py    the RFC 9111 rules, pure functions of fields and times
+    cache_policy.py    the RFC 9111 rules, pure functions of fields and times; it gathers
+                       cache_directives, cache_freshness, cache_storability, cache_vary and
+                       cache_validation, one module per idea
     cache_keys.py      the keys: URL, origin, subject; same-origin checks for invalidation
     cache_entry.py     upstream responses into stored ones, stored ones into answers
+    cache_flights.py   the upstream requests in flight, and the requests that wait on them
     cache_body.py      one upstream body read once for the store and every waiting client
     cache_settings.py  the section's keys
 
@@ -38,6 +41,7 @@ from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
 from twistgate.filters import cache_keys as keys
 from twistgate.filters.cache_body import BodyTee, TeeBody
+from twistgate.filters.cache_directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
 from twistgate.filters.cache_entry import (
     FAST_HEADERS,
     answer,
@@ -49,17 +53,11 @@ from twistgate.filters.cache_entry import (
     unstorable_copy,
     with_body,
 )
-from twistgate.filters.cache_policy import (
-    NO_REQUEST_DIRECTIVES,
-    RequestPolicy,
-    is_304_for,
-    may_reuse,
-    may_serve_stale_on_error,
-    request_policy,
-    select_variant,
-    selecting_values,
-)
+from twistgate.filters.cache_flights import STREAM_JOIN_WINDOW, Flight, Flights
+from twistgate.filters.cache_freshness import may_reuse, may_serve_stale_on_error
 from twistgate.filters.cache_settings import CacheSettings, validate_settings
+from twistgate.filters.cache_validation import is_304_for
+from twistgate.filters.cache_vary import select_variant, selecting_values
 from twistgate.stores.responses import (
     IResponseStore,
     ISynchronousResponseStore,
@@ -74,10 +72,6 @@ __all__ = ["Cache", "CacheFactory", "CacheSettings", "MAX_VARIANTS", "STREAM_JOI
 
 #: The most variants (responses differing by Vary) kept per URL and partition; the oldest go.
 MAX_VARIANTS = 8
-
-#: Seconds after a shared answer's head arrived during which new requests still join its
-#: streaming body. A body that stalls for longer does not hold up later requests.
-STREAM_JOIN_WINDOW = 10.0
 
 # The X-Cache values (docs/filters/cache.md, "Answers").
 HIT = b"HIT"
@@ -126,36 +120,14 @@ class _Request:
                                 or self.if_modified_since is not None)
 
 
-class _Flight:
-    """
-    The one upstream request made for a (url, partition), and the requests waiting on it.
-
-    @ivar waiters: (request, its stale stored response or None, its Deferred).
-    @ivar entry: once the answer's head has arrived and it is being stored: the stored response
-        (its body empty while it streams); None before, and when it is not stored.
-    @ivar tee: the body being read, when it streams.
-    @ivar answered_at: when C{entry} was set.
-    @ivar invalidated: an invalidation or purge happened meanwhile: the answer is not stored.
-    """
-
-    __slots__ = ("key", "waiters", "entry", "tee", "answered_at", "invalidated")
-
-    def __init__(self, key: tuple[bytes, bytes]):
-        self.key = key
-        self.waiters: list[tuple[_Request, StoredResponse | None, Deferred]] = []
-        self.entry: StoredResponse | None = None
-        self.tee: BodyTee | None = None
-        self.answered_at = 0.0
-        self.invalidated = False
-
-
 @implementer(IFilter)
 class Cache:
     """
     One ``[filter:NAME] use = cache``: its store, its settings, and the requests in flight.
 
     @ivar store: the response store (L{IResponseStore}).
-    @ivar flights: the upstream requests that others may join, by (url, partition).
+    @ivar flights: the upstream requests that others may join, by (url, partition)
+        (L{Flights}).
     """
 
     authenticates = False
@@ -164,7 +136,7 @@ class Cache:
         self.name = name
         self.settings = settings
         self.store = store
-        self.flights: dict[tuple[bytes, bytes], _Flight] = {}
+        self.flights = Flights(clock.seconds)
         self._now = clock.seconds
         self._ttl = settings.ttl
         self._shared = settings.scope == "shared"
@@ -270,16 +242,13 @@ class Cache:
         if policy.no_cache or policy.no_store or (request.conditional and validate is None):
             return self._send(request, validate, stale, None)
         key = (request.url, request.partition)
-        flight = self.flights.get(key)
+        flight = self.flights.joinable(key)  # not one whose body has streamed for too long
         if flight is not None:
-            if flight.entry is None or self._now() - flight.answered_at < STREAM_JOIN_WINDOW:
-                return self._join(flight, request, stale)
-            del self.flights[key]  # a body streaming for too long: start afresh
-        flight = self.flights[key] = _Flight(key)
-        return self._send(request, validate, stale, flight)
+            return self._join(flight, request, stale)
+        return self._send(request, validate, stale, self.flights.start(key))
 
     def _send(self, request: _Request, validate: StoredResponse | None,
-              stale: StoredResponse | None, flight: _Flight | None) -> Deferred[Reply]:
+              stale: StoredResponse | None, flight: Flight | None) -> Deferred[Reply]:
         exchange = request.exchange
         if validate is not None:
             # §4.3.1: the cache validates its own stored response; the client's conditions are
@@ -300,13 +269,13 @@ class Cache:
                        (request, validate, stale, flight, request_time), None, (flight,), None)
         return d
 
-    def _failed(self, failure: Failure, flight: _Flight | None) -> Failure:
+    def _failed(self, failure: Failure, flight: Flight | None) -> Failure:
         if flight is not None:
             self._release(flight, own=True)
         return failure
 
     def _received(self, reply: Reply, request: _Request, validate: StoredResponse | None,
-                  stale: StoredResponse | None, flight: _Flight | None,
+                  stale: StoredResponse | None, flight: Flight | None,
                   request_time: float) -> Reply | Deferred[Reply]:
         """The upstream's answer (or the gateway's instead): refresh, store, or pass it on."""
         now = self._now()
@@ -345,7 +314,7 @@ class Cache:
                                    validated=validate is not None)
 
     def _full_response(self, reply: Reply, request: _Request, stale: StoredResponse | None,
-                       flight: _Flight | None, request_time: float, now: float,
+                       flight: Flight | None, request_time: float, now: float,
                        validated: bool) -> Reply:
         """Store a full response if it may be (streaming it to all who wait), else pass it on."""
         exchange = request.exchange
@@ -380,8 +349,7 @@ class Cache:
             self._keep(request, stored, stale)
             if flight is not None:
                 flight.entry = stored
-                if self.flights.get(flight.key) is flight:
-                    del self.flights[flight.key]
+                self.flights.end(flight)
         else:
             tee = BodyTee(self._max_entry_size)
             tee.on_end = lambda tee: self._landed(tee, request, stored, stale, flight)
@@ -400,11 +368,10 @@ class Cache:
         return reply
 
     def _landed(self, tee: BodyTee, request: _Request, stored: StoredResponse,
-                stale: StoredResponse | None, flight: _Flight | None) -> None:
+                stale: StoredResponse | None, flight: Flight | None) -> None:
         """A streamed body ended: store it if it came whole, and let its flight go."""
         if flight is not None:
-            if self.flights.get(flight.key) is flight:
-                del self.flights[flight.key]
+            self.flights.end(flight)
             if flight.invalidated:
                 return
         if tee.complete():
@@ -441,7 +408,7 @@ class Cache:
 
     # --- coalescing --------------------------------------------------------------------------
 
-    def _join(self, flight: _Flight, request: _Request,
+    def _join(self, flight: Flight, request: _Request,
               stale: StoredResponse | None) -> Deferred[Reply]:
         if flight.entry is None:
             d: Deferred[Reply] = Deferred()
@@ -449,15 +416,14 @@ class Cache:
             return d
         return self._from_flight(flight, request, stale)
 
-    def _from_flight(self, flight: _Flight, request: _Request,
+    def _from_flight(self, flight: Flight, request: _Request,
                      stale: StoredResponse | None) -> Deferred[Reply]:
         """Answer a waiter with the response its flight is storing, if that is its variant."""
         stored = flight.entry
         tee = flight.tee
         if tee is not None and not tee.keeping:
             # Grown past max_entry_size: it is not stored, and its start is gone.
-            if self.flights.get(flight.key) is flight:
-                del self.flights[flight.key]
+            self.flights.end(flight)
             return self._alone(request, stale)
         if select_variant((stored,), request.get) is None:
             return self._alone(request, stale)
@@ -472,22 +438,19 @@ class Cache:
     def _alone(self, request: _Request, stale: StoredResponse | None) -> Deferred[Reply]:
         return self._send(request, _validatable(stale), stale, None)
 
-    def _release_to(self, flight: _Flight) -> None:
+    def _release_to(self, flight: Flight) -> None:
         """The flight's answer is being stored: its waiters are answered from it."""
-        waiters, flight.waiters = flight.waiters, []
-        for request, stale, d in waiters:
+        for request, stale, d in flight.take_waiters():
             self._from_flight(flight, request, stale).chainDeferred(d)
 
-    def _release(self, flight: _Flight, own: bool) -> None:
+    def _release(self, flight: Flight, own: bool) -> None:
         """
         The flight's answer is not for sharing: each waiter goes upstream alone (C{own}: the
         answer was private, an error, too large...), or starts over from the store (a stored
         response was refreshed, or the request that went upstream was abandoned).
         """
-        if self.flights.get(flight.key) is flight:
-            del self.flights[flight.key]
-        waiters, flight.waiters = flight.waiters, []
-        for request, stale, d in waiters:
+        self.flights.end(flight)
+        for request, stale, d in flight.take_waiters():
             if own:
                 self._alone(request, stale).chainDeferred(d)
             else:
@@ -549,9 +512,7 @@ class Cache:
     def invalidate(self, url: bytes) -> None:
         """Drop every response stored for C{url}, under every partition, and keep what is in
         flight for it from being stored."""
-        for key, flight in list(self.flights.items()):
-            if key[0] == url:
-                self._abandon(flight)
+        self.flights.abandon(lambda flight_url: flight_url == url)
         if self._sync:
             self.store.remove(url)
         else:
@@ -563,22 +524,13 @@ class Cache:
         boundary (``POST /admin/cache/purge?prefix=``); the number dropped.
         """
         encoded = prefix.encode("utf-8")
-        for key, flight in list(self.flights.items()):
-            if path_under(key[0], encoded):
-                self._abandon(flight)
+        self.flights.abandon(lambda url: path_under(url, encoded))
         if not self._sync:
             return self.store.purge_prefix(encoded)
         count = self.store.remove_prefix(encoded)
         log.info("cache {filter}: purged {count} response(s) under {prefix}", filter=self.name,
                  count=count, prefix=prefix)
         return count
-
-    def _abandon(self, flight: _Flight) -> None:
-        """Its answer is not stored, and later requests do not join it: its upstream request
-        may predate what changed."""
-        flight.invalidated = True
-        if self.flights.get(flight.key) is flight:
-            del self.flights[flight.key]
 
 
 def _validatable(stale: StoredResponse | None) -> StoredResponse | None:

@@ -18,20 +18,23 @@ from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Reply
-from twistgate.filters.cache_policy import (
+from twistgate.filters.cache_directives import (
     RequestPolicy,
-    corrected_initial_age,
-    freshness_lifetime,
-    if_modified_since_passes,
-    if_none_match_passes,
-    not_storable_reason,
     parse_cache_control,
     parse_delta_seconds,
-    parse_http_date,
-    selecting_values,
-    updated_headers,
-    vary_names,
 )
+from twistgate.filters.cache_freshness import (
+    corrected_initial_age,
+    freshness_lifetime,
+    parse_http_date,
+)
+from twistgate.filters.cache_storability import not_storable_reason
+from twistgate.filters.cache_validation import (
+    if_modified_since_passes,
+    if_none_match_passes,
+    updated_headers,
+)
+from twistgate.filters.cache_vary import selecting_values, vary_names
 from twistgate.stores.responses import StoredResponse
 
 __all__ = [

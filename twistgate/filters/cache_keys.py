@@ -4,7 +4,7 @@ Which stored responses a request may see: the cache filter's keys.
 A stored response is filed under a URL (the path and query the client asked for: RFC 9111's
 target URI without the origin) and a partition: the origin the request was made to and, for an
 authenticated request under ``scope = auto``, whose request it was. Two requests share a stored
-response only if both keys are equal (and then only if Vary agrees, cache_policy.select_variant).
+response only if both keys are equal (and then only if Vary agrees, cache_vary.select_variant).
 Invalidation (RFC 9111 §4.4) drops a URL under every partition, and may follow the Location of
 an answer only on the same origin; the functions that decide both are here.
 """

@@ -8,13 +8,13 @@ says what each does. Every problem is reported, one line each, as the rest of gw
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 
 import attrs
 
 from twistgate import units
-from twistgate.config import SectionError
+from twistgate.config import suggest
+from twistgate.filters.sections import SectionReader
 
 __all__ = ["CacheSettings", "DEFAULT_MAX_SIZE", "SCOPES", "validate_settings"]
 
@@ -46,42 +46,18 @@ class CacheSettings:
 
 def validate_settings(section: Mapping[str, str]) -> CacheSettings:
     """Parse a section's keys into L{CacheSettings}, or raise L{SectionError} with every problem."""
-    problems: list[tuple[str, str]] = []
-    values = {}
-    for key, raw in section.items():
-        if key not in _KEYS:
-            close = difflib.get_close_matches(key.lower(), _KEYS, n=1)
-            problems.append((key, "unknown key" + (" (did you mean '%s'?)" % close[0]
-                                                   if close else "")))
-            continue
-        text = raw.strip()
-        if text:  # "ttl =" means unset, as everywhere in gw.ini
-            values[key] = text
-
-    def get(key, parse):
-        if key not in values:
-            return None
-        try:
-            return parse(values[key])
-        except ValueError as e:
-            problems.append((key, str(e)))
-            return None
-
-    ttl = get("ttl", _parse_ttl)
-    max_size = get("max_size", _parse_size)
-    max_entry_size = get("max_entry_size", _parse_size)
-    scope = get("scope", _parse_scope)
-    if max_size is None:
-        max_size = DEFAULT_MAX_SIZE
+    reader = SectionReader(section, _KEYS)
+    ttl = reader.get("ttl", _parse_ttl)
+    max_size = reader.get("max_size", _parse_size, DEFAULT_MAX_SIZE)
+    max_entry_size = reader.get("max_entry_size", _parse_size)
+    scope = reader.get("scope", _parse_scope, "auto")
     if max_entry_size is None:
         max_entry_size = min(DEFAULT_MAX_ENTRY_SIZE, max(1, max_size // 8))
     elif max_entry_size > max_size:
-        problems.append(("max_entry_size", "%s is larger than max_size (%s)"
-                         % (units.format_size(max_entry_size), units.format_size(max_size))))
-    if problems:
-        raise SectionError(problems)
-    return CacheSettings(ttl=ttl, max_size=max_size, max_entry_size=max_entry_size,
-                         scope=scope or "auto")
+        reader.problem("max_entry_size", "%s is larger than max_size (%s)"
+                       % (units.format_size(max_entry_size), units.format_size(max_size)))
+    reader.check()
+    return CacheSettings(ttl=ttl, max_size=max_size, max_entry_size=max_entry_size, scope=scope)
 
 
 def _parse_ttl(text: str) -> float:
@@ -102,6 +78,4 @@ def _parse_scope(text: str) -> str:
     value = text.strip().lower()
     if value in SCOPES:
         return value
-    close = difflib.get_close_matches(value, SCOPES, n=1)
-    hint = " (did you mean '%s'?)" % close[0] if close else ""
-    raise ValueError("'%s' is not a scope (use auto or shared)%s" % (text, hint))
+    raise ValueError("'%s' is not a scope (use auto or shared)%s" % (text, suggest(value, SCOPES)))
