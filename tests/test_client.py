@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.web.client import HTTPConnectionPool
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from twistgate.client import UpstreamClient
@@ -14,8 +15,7 @@ from twistgate.tls import UpstreamTLSPolicy
 
 def client(reactor=None):
     reactor = reactor or MemoryReactorClock()
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    return reactor, UpstreamClient(reactor, pool, UpstreamTLSPolicy(), connect_timeout=3)
+    return reactor, UpstreamClient(reactor, UpstreamTLSPolicy(), connect_timeout=3)
 
 
 def test_host_values_name_the_target_without_its_default_port():
@@ -53,7 +53,42 @@ def test_connections_are_reused_per_target():
     c.request(b"GET", target, b"/a", headers, None)
     _, _, factory, _, _ = reactor.tcpClients[0]
     protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.2", 81))
-    protocol.makeConnection(StringTransport())
+    transport = StringTransport()
+    protocol.makeConnection(transport)
     protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    transport.clear()
     c.request(b"GET", target, b"/b", headers, None)
     assert len(reactor.tcpClients) == 1
+    assert transport.value().startswith(b"GET /b HTTP/1.1\r\n")
+
+
+def test_targets_that_differ_only_in_base_path_share_connections():
+    reactor, c = client()
+    one = parse_target("http://10.0.0.3:81/one")
+    two = parse_target("http://10.0.0.3:81/two")
+    c.request(b"GET", one, b"/a", Headers({b"host": [c.host_value(one)]}), None)
+    _, _, factory, _, _ = reactor.tcpClients[0]
+    protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.3", 81))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    transport.clear()
+    c.request(b"GET", two, b"/b", Headers({b"host": [c.host_value(two)]}), None)
+    assert len(reactor.tcpClients) == 1
+    assert transport.value().startswith(b"GET /two/b HTTP/1.1\r\n")
+
+
+def test_close_closes_the_idle_connections_of_every_target():
+    reactor, c = client()
+    target = parse_target("http://10.0.0.4:81")
+    c.request(b"GET", target, b"/", Headers({b"host": [c.host_value(target)]}), None)
+    _, _, factory, _, _ = reactor.tcpClients[0]
+    protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.4", 81))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    closed = []
+    c.close().addCallback(closed.append)
+    assert transport.disconnecting and closed == []
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert closed == [None]

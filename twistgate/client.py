@@ -2,59 +2,68 @@
 The upstream HTTP client: one request to one target over a keep-alive connection.
 
 This is what twisted.web's L{Agent} does for a request, minus the work that does not change from
-one request to the next: the target's endpoint, pool key, C{Host} value and parsed URI are worked
-out once per target instead of once per request (Agent parses the URL and builds a new endpoint,
-with an IDNA round trip, every time). Connections come from Twisted's own
-L{HTTPConnectionPool} and speak Twisted's own HTTP/1.1 client protocol, so keep-alive, retries of
-stale connections and body streaming behave exactly as with an Agent.
+one request to the next: the target's endpoint, C{Host} value and base path are worked out once
+per target instead of once per request (Agent parses the URL and builds a new endpoint, with an
+IDNA round trip, every time). Each target has its own pool of keep-alive connections speaking
+the lean HTTP/1.1 client of L{twistgate.http1}; its failures are twisted.web's client's, so that
+L{twistgate.proxy} tells them apart as it would for an Agent.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.web.client import URI, HTTPConnectionPool, Request
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 
 from twistgate.config import Target
+from twistgate.http1 import ConnectionPool, Response
+
+#: Idle keep-alive connections kept per target, unless the caller says otherwise.
+MAX_IDLE_PER_TARGET = 64
+
+#: Seconds an idle connection is kept, unless the caller says otherwise.
+IDLE_CONNECTION_TIMEOUT = 50.0
 
 
 class _Prepared:
-    """What is worked out once per target."""
+    """What is worked out once per target: its connections, Host value and base path."""
 
-    __slots__ = ("key", "endpoint", "host", "base_path", "uri")
+    __slots__ = ("connections", "host", "base_path")
 
-    def __init__(self, key, endpoint, host: bytes, base_path: bytes, uri: URI):
-        self.key = key
-        self.endpoint = endpoint
+    def __init__(self, connections: ConnectionPool, host: bytes, base_path: bytes):
+        self.connections = connections
         self.host = host
         self.base_path = base_path
-        self.uri = uri
 
 
 class UpstreamClient:
-    """Sends requests to the targets of one upstream through its connection pool."""
+    """Sends requests to the targets of one upstream, each through its own connection pool."""
 
     def __init__(
         self,
-        reactor,
-        connections: HTTPConnectionPool,
+        reactor: IReactorTime,
         tls: IPolicyForHTTPS,
         connect_timeout: float,
+        max_idle: int = MAX_IDLE_PER_TARGET,
+        idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
     ):
         self._reactor = reactor
-        self._connections = connections
         self._tls = tls
         self._connect_timeout = connect_timeout
+        self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
         self._prepared: dict[Target, _Prepared] = {}
+        # Targets that differ only in their base path share their connections.
+        self._pools: dict[tuple[str, str, int], ConnectionPool] = {}
 
     def host_value(self, target: Target) -> bytes:
         """The C{Host} header that names C{target} itself."""
@@ -67,19 +76,19 @@ class UpstreamClient:
         path: bytes,
         headers: Headers,
         body: IBodyProducer | None,
-    ) -> Deferred[IResponse]:
+    ) -> Deferred[Response]:
         """
         Send C{method path} to C{target} (its base path in front of C{path}); C{headers} must
         hold the C{Host} header. Fires with the response once its head has arrived; fails as an
         Agent request would (connection errors, L{ResponseNeverReceived}, ...).
         """
         prepared = self._prepared.get(target) or self._prepare(target)
-        request = Request._construct(
-            method, prepared.base_path + path, headers, body, True, prepared.uri
-        )
-        d = self._connections.getConnection(prepared.key, prepared.endpoint)
-        d.addCallback(_send, request)
-        return d
+        return prepared.connections.request(method, prepared.base_path + path, headers, body)
+
+    def close(self) -> Deferred[None]:
+        """Close every target's idle connections (the upstream is dropped, or the gateway stops)."""
+        closing = DeferredList([pool.close() for pool in self._pools.values()])
+        return closing.addCallback(lambda _: None)
 
     def _prepare(self, target: Target) -> _Prepared:
         prepared = self._prepared.get(target)
@@ -105,17 +114,17 @@ class UpstreamClient:
         default_port = {"http": 80, "https": 443}[target.scheme]
         if target.port != default_port:
             host_text = "%s:%d" % (host_text, target.port)
-        scheme = target.scheme.encode("ascii")
+        key = (target.scheme, host, target.port)
+        connections = self._pools.get(key)
+        if connections is None:
+            connections = ConnectionPool(
+                self._reactor, endpoint, self._max_idle, self._idle_timeout
+            )
+            self._pools[key] = connections
         prepared = _Prepared(
-            key=(scheme, host.encode("idna"), target.port),
-            endpoint=endpoint,
+            connections=connections,
             host=host_text.encode("idna"),
             base_path=target.base_path.encode("ascii"),
-            uri=URI.fromBytes(target.url.encode("ascii") + b"/"),
         )
         self._prepared[target] = prepared
         return prepared
-
-
-def _send(protocol, request: Request) -> Deferred[IResponse]:
-    return protocol.request(request)
