@@ -16,6 +16,8 @@ import time
 import pytest
 import pytest_twisted
 import treq
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
@@ -24,12 +26,10 @@ from tests.integration.harness import ROOT, free_port, sleep, wait_for_port
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = ROOT / "artifacts" / "status-dashboard.png"
 
-webdriver = pytest.importorskip("selenium.webdriver")
 if not (shutil.which("chromium") and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
     pytest.skip("needs Debian's chromium and chromium-driver (scripts/test installs them)",
                 allow_module_level=True)
 
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 CONFIG = """
 [gateway]
