@@ -1,0 +1,135 @@
+"""
+The per-target pool of the HTTP/1.1 upstream client: where L{twistgate.client} sends requests.
+
+Part of L{twistgate.http1}: a L{ConnectionPool} per target takes each request, sends it on its
+most recently used idle L{twistgate.http1_connection.HTTP1Connection} (or a new one), takes
+connections back once their response is whole, and closes those left idle too long with one
+timer for the whole pool.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+
+from twistgate.http1_connection import HTTP1Connection
+from twistgate.http1_request import _Call
+from twistgate.http1_response import Response
+
+
+class _ConnectionFactory(Factory):
+    """Builds the connections of one pool."""
+
+    noisy = False
+
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    def buildProtocol(self, addr: Any) -> HTTP1Connection:
+        return HTTP1Connection(self.pool)
+
+
+class ConnectionPool:
+    """
+    The keep-alive connections to one target, and the way requests reach it.
+
+    Idle connections wait in a deque, the most recently used one taken first (so that a quiet
+    spell leaves the oldest ones unused, to be closed); at most C{max_idle} are kept. One timer
+    per pool, not per request, closes those idle for C{idle_timeout} seconds, shorter than
+    common upstream keep-alive limits so that the gateway closes first.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        endpoint: IStreamClientEndpoint,
+        max_idle: int = 64,
+        idle_timeout: float = 50.0,
+    ):
+        self._reactor = reactor
+        self._endpoint = endpoint
+        self._factory = _ConnectionFactory(self)
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: deque[HTTP1Connection] = deque()
+        self._sweep: IDelayedCall | None = None
+        self._closed = False
+
+    def request(
+        self, method: bytes, path: bytes, headers: Headers, body: IBodyProducer | None
+    ) -> Deferred[Response]:
+        """
+        Send C{method path} with C{headers} (and C{body}) to the target; fires with the
+        L{Response} once its head has arrived.
+        """
+        call = _Call(self, method, path, headers, body)
+        d = call.deferred
+        connection = self._checkout()
+        if connection is None:
+            call.connect()
+        else:
+            call.send_on(connection, True)
+        return d
+
+    def idle_count(self) -> int:
+        """How many idle connections the pool holds."""
+        return len(self._idle)
+
+    def close(self) -> Deferred[None]:
+        """Close the idle connections; those busy now are closed when their request ends."""
+        self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        idle, self._idle = list(self._idle), deque()
+        closing = DeferredList([connection.close() for connection in idle])
+        return closing.addCallback(lambda _: None)
+
+    def _connect(self) -> Deferred[HTTP1Connection]:
+        return self._endpoint.connect(self._factory)
+
+    def _checkout(self) -> HTTP1Connection | None:
+        idle = self._idle
+        if not idle:
+            return None
+        connection = idle.pop()
+        if self._reactor.seconds() - connection.idle_since < self.idle_timeout:
+            return connection
+        # The sweep is late (a busy reactor): this one and every older one have expired.
+        connection.close()
+        while idle:
+            idle.pop().close()
+        return None
+
+    def _release(self, connection: HTTP1Connection) -> None:
+        """A connection finished its request cleanly and may carry another."""
+        if self._closed or len(self._idle) >= self.max_idle:
+            connection.close()
+            return
+        connection.idle_since = self._reactor.seconds()
+        self._idle.append(connection)
+        if self._sweep is None:
+            self._sweep = self._reactor.callLater(self.idle_timeout, self._expire)
+
+    def _forget(self, connection: HTTP1Connection) -> None:
+        """An idle connection was closed (by the target, or by us)."""
+        try:
+            self._idle.remove(connection)
+        except ValueError:
+            pass
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now = self._reactor.seconds()
+        idle = self._idle
+        while idle and now - idle[0].idle_since >= self.idle_timeout:
+            idle.popleft().close()
+        if idle:
+            wait = idle[0].idle_since + self.idle_timeout - now
+            self._sweep = self._reactor.callLater(wait, self._expire)

@@ -1,0 +1,251 @@
+"""
+The response side of the HTTP/1.1 upstream client: the head parser's limits and helpers, and the
+L{Response} handed to L{twistgate.client}.
+
+Part of L{twistgate.http1}: L{twistgate.http1_reader} feeds received bytes through the helpers
+here (status line, header lines, C{Content-Length}, C{Connection}) and builds a L{Response}; the
+response holds body bytes until its reader arrives at L{Response.deliverBody}, and passes that
+reader's pause, resume and stop back to its L{twistgate.http1_connection.HTTP1Connection}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web._newclient import ParseError
+from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twistgate.http1_connection import HTTP1Connection
+
+#: The most bytes of a response head (status line and header lines) accepted.
+MAX_HEAD = 64 * 1024
+
+#: The most header lines (trailer lines too) accepted in a response.
+MAX_HEADERS = 100
+
+#: Body bytes held for a response nobody reads yet; past this its connection stops being read.
+BUFFER_HIGH_WATER = 64 * 1024
+
+#: Response headers that describe the connection or the framing, not the message: kept out of
+#: L{Response.headers}, as twisted.web's client does (the framing is L{Response.length}).
+_CONNECTION_CONTROL = frozenset(
+    [
+        b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    ]
+)
+
+_HTTP11 = (b"HTTP", 1, 1)
+_HTTP10 = (b"HTTP", 1, 0)
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+
+#: Received header name -> (the name as twisted's L{Headers} stores it, lower-cased name).
+_names: dict[bytes, tuple[bytes, bytes]] = {}
+_MAX_NAMES = 10_000
+
+# Whether Headers keeps its table in the C{_rawHeaders} dict (Twisted 25.5 and 26 do): a parsed
+# response's table is then handed over whole instead of being re-validated value by value.
+_HEADERS_TABLE = type(getattr(Headers(), "_rawHeaders", None)) is dict
+
+#: How every complete body ends. One Failure for all, as Twisted's own C{connectionDone}: making
+#: one per response costs more than the rest of the response's bookkeeping.
+_RESPONSE_DONE = Failure(ResponseDone())
+
+
+def _name(raw: bytes) -> tuple[bytes, bytes]:
+    """The stored and lower-cased forms of a received header name; ParseError if not a token."""
+    if _TOKEN.match(raw) is None:
+        raise ParseError("invalid header name", raw)
+    lower = raw.lower()
+    probe = Headers()
+    probe.addRawHeader(raw, b"")
+    stored = next(iter(probe.getAllRawHeaders()))[0]
+    if len(_names) < _MAX_NAMES:
+        _names[raw] = (stored, lower)
+    return stored, lower
+
+
+def _content_length(values: list[bytes]) -> int:
+    """The one length that C{Content-Length} values agree on (RFC 9112 §6.3 item 5)."""
+    if len(values) == 1:
+        length = values[0]
+        if length.isdigit() and len(length) <= 18:
+            return int(length)
+    lengths = {part.strip() for value in values for part in value.split(b",")}
+    if len(lengths) != 1:
+        raise ParseError("conflicting Content-Length values", b", ".join(values))
+    (length,) = lengths
+    if not length.isdigit() or len(length) > 18:
+        raise ParseError("invalid Content-Length", length)
+    return int(length)
+
+
+def _lines(head: bytes) -> list[bytes]:
+    """
+    The lines of a response head (status line first), without their line ends. Most heads end
+    every line with CRLF and nothing else; the rest go through L{_unusual_lines}.
+    """
+    if b"\0" in head:
+        raise ParseError("NUL in the response head", head[:64])
+    crlf = head.count(b"\r\n")
+    if (
+        crlf == head.count(b"\n") == head.count(b"\r")
+        and b"\n " not in head
+        and b"\n\t" not in head
+    ):
+        return head.split(b"\r\n")
+    return _unusual_lines(head)
+
+
+def _unusual_lines(head: bytes) -> list[bytes]:
+    """
+    L{_lines} for heads with bare LF line ends (accepted, as twisted.web does) or obs-fold
+    continuation lines (joined with a space, RFC 9112 §5.2); a CR elsewhere is refused.
+    """
+    lines: list[bytes] = []
+    for line in head.split(b"\n"):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if b"\r" in line:
+            raise ParseError("stray CR in the response head", line[:64])
+        if line[:1] in (b" ", b"\t"):
+            if len(lines) < 2:
+                raise ParseError("continuation line without a header", line[:64])
+            lines[-1] = lines[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
+        else:
+            lines.append(line)
+    return lines
+
+
+def _says_close(values: list[bytes]) -> bool:
+    """Whether C{Connection} header values hold the C{close} option."""
+    for value in values:
+        lowered = value.lower()
+        if b"close" in lowered and b"close" in [t.strip() for t in lowered.split(b",")]:
+            return True
+    return False
+
+
+@implementer(IResponse, IPushProducer)
+class Response:
+    """
+    An upstream's response: what twisted.web's C{Response} exposes, and its body.
+
+    The body goes to the protocol given to L{deliverBody}; bytes that arrive before then are held
+    (up to L{BUFFER_HIGH_WATER}, then the connection stops being read). The response is also that
+    protocol's transport: its pause, resume and stop act on the upstream connection until the
+    body has ended, and do nothing afterwards (the connection may be serving another request).
+
+    @ivar length: the body's length, or C{UNKNOWN_LENGTH} (chunked, or until the connection closes).
+    @ivar version: C{(b"HTTP", 1, 1)} or C{(b"HTTP", 1, 0)}.
+    """
+
+    request = None
+    previousResponse = None
+
+    def __init__(
+        self,
+        version: tuple[bytes, int, int],
+        code: int,
+        phrase: bytes,
+        headers: Headers,
+        length: int | str,
+        connection: HTTP1Connection | None,
+    ):
+        self.version = version
+        self.code = code
+        self.phrase = phrase
+        self.headers = headers
+        self.length = length
+        self._connection = connection
+        self._protocol: Protocol | None = None
+        self._delivering = False
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+        self._end: Failure | None = None
+        self._ended = False
+
+    def setPreviousResponse(self, response: IResponse) -> None:
+        self.previousResponse = response
+
+    def deliverBody(self, protocol: Protocol) -> None:
+        """Stream the body to C{protocol}: what arrived already, then the rest, then its end."""
+        if self._delivering:
+            raise RuntimeError("the response body is already being delivered")
+        self._delivering = True
+        self._protocol = protocol
+        protocol.makeConnection(self)
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._held_bytes = 0
+            for data in held:
+                protocol.dataReceived(data)
+            connection = self._connection
+            if connection is not None:
+                connection._unpause_held()
+        end = self._end
+        if end is not None:
+            self._end = None
+            self._protocol = None
+            protocol.connectionLost(end)
+
+    # IPushProducer, on behalf of the upstream connection.
+
+    def pauseProducing(self) -> None:
+        if self._connection is not None:
+            self._connection._pause_reader()
+
+    def resumeProducing(self) -> None:
+        if self._connection is not None:
+            self._connection._resume_reader()
+
+    def stopProducing(self) -> None:
+        """The reader gave up: the connection is aborted, and the body ends as failed."""
+        if self._connection is not None:
+            self._connection._abort_response(self)
+
+    # From the connection.
+
+    def _received(self, data: bytes) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.dataReceived(data)
+            return
+        if self._held is None:
+            self._held = [data]
+        else:
+            self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes > BUFFER_HIGH_WATER and self._connection is not None:
+            self._connection._pause_held()
+
+    def _finished(self, reason: Failure) -> None:
+        """The body ended, with L{ResponseDone}, L{PotentialDataLoss} or a failure."""
+        if self._ended:
+            return
+        self._ended = True
+        self._connection = None
+        protocol = self._protocol
+        if protocol is None:
+            self._end = reason
+        else:
+            # Let go of the protocol (it holds this response as its transport): no cycle left.
+            self._protocol = None
+            protocol.connectionLost(reason)
