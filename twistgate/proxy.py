@@ -49,6 +49,9 @@ _SET_BY_GATEWAY = HOP_BY_HOP | frozenset(
 #: and the request id (the gateway's).
 _NOT_RETURNED = HOP_BY_HOP | frozenset([b"content-length", b"x-request-id"])
 
+#: The same for HEAD, whose Content-Length is the entity's (the client reports a body of 0).
+_NOT_RETURNED_FOR_HEAD = HOP_BY_HOP | frozenset([b"x-request-id"])
+
 #: Failures that happen before a request reaches the target: safe to retry for any method.
 _NOT_SENT = (
     error.ConnectError,
@@ -178,13 +181,16 @@ class _Attempts:
         self._record(state, "response")
         # The response's own Headers object becomes the reply's: it is this response's alone.
         headers = response.headers
-        remove_hop_by_hop(headers, _NOT_RETURNED)
-        set_header = headers.setRawHeaders
-        # twisted.web's client keeps Content-Length to itself, as response.length; a HEAD
-        # answer's length is not the body's, so it is left out there rather than sent as 0.
-        length = response.length
-        if isinstance(length, int) and self.exchange.method != b"HEAD":
-            set_header(b"content-length", [b"%d" % length])
+        if self.exchange.method == b"HEAD":
+            # The upstream client keeps a HEAD answer's Content-Length in its headers (it is
+            # the entity's length; response.length, the body's, is 0): pass it on as it is.
+            remove_hop_by_hop(headers, _NOT_RETURNED_FOR_HEAD)
+        else:
+            # Framing is the client's own: the body's length, as the upstream client read it.
+            remove_hop_by_hop(headers, _NOT_RETURNED)
+            length = response.length
+            if isinstance(length, int):
+                headers.setRawHeaders(b"content-length", [b"%d" % length])
         self._answer(Reply(response.code, response.phrase, headers, response))
 
     def _failed(self, failure: Failure, state) -> None:
