@@ -101,3 +101,32 @@ def test_drain_fires_when_the_last_request_in_flight_ends():
 def test_drain_with_nothing_in_flight_is_immediate():
     gw = gateway()
     assert gw.site.drain().called
+
+
+def test_sighup_means_reload_before_any_listener_opens():
+    import gc
+    import signal
+
+    from twisted.application.service import Service
+
+    seen = []
+
+    class FirstChild(Service):
+        def startService(self):
+            seen.append(signal.getsignal(signal.SIGHUP))
+
+    gw = gateway(load=config)
+    first = FirstChild()
+    first.setServiceParent(gw)
+    gw.services.remove(first)
+    gw.services.insert(0, first)
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        gw.startService()
+        assert seen == [gw._on_hup]
+    finally:
+        gw.stopService()
+        signal.signal(signal.SIGHUP, before)
+        if hasattr(gc, "unfreeze"):
+            gc.unfreeze()  # startService froze this test process's objects
+    assert signal.getsignal(signal.SIGHUP) == before

@@ -190,6 +190,12 @@ class Gateway(MultiService):
     # Start and stop
 
     def startService(self) -> None:
+        # The handlers go in before the listeners open: once a client (or a test, or systemd)
+        # can see the port, SIGHUP must mean reload, not the default of ending the process.
+        if self._load is not None:
+            self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
+            # twistd rotates its own --logfile on SIGUSR1: the access log joins in, not replaces.
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_usr1)
         super().startService()
         # Everything loaded so far (Twisted, the config, the runtime) lives as long as the
         # process: moving it out of the collector's sight makes each full collection scan only
@@ -197,10 +203,6 @@ class Gateway(MultiService):
         if hasattr(gc, "freeze"):
             gc.collect()
             gc.freeze()
-        if self._load is not None:
-            self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
-            # twistd rotates its own --logfile on SIGUSR1: the access log joins in, not replaces.
-            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def _on_hup(self, signum, frame) -> None:
         log.info("SIGHUP: reloading the configuration")
