@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
@@ -15,29 +14,18 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from twistgate.config import Target, UpstreamConfig
+from twistgate.config import UpstreamConfig, parse_target
 from twistgate.health import HealthChecker, http_probe
 from twistgate.pool import UpstreamPool
 
 URLS = ("http://a.test:4000", "http://b.test:4001")
 
 
-def make_target(url: str) -> Target:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Target(
-        url=url,
-        scheme=parts.scheme,
-        host=parts.hostname or "",
-        port=port,
-        base_path=parts.path,
-    )
-
 
 def make_config(urls=URLS, health_check="/health", health_interval=5.0) -> UpstreamConfig:
     return UpstreamConfig(
         name="users",
-        targets=tuple(make_target(url) for url in urls),
+        targets=tuple(parse_target(url) for url in urls),
         weights=(1,) * len(urls),
         balance="round_robin",
         health_check=health_check,

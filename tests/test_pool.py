@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections import Counter
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -17,22 +16,11 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from twistgate.config import Target, UpstreamConfig
+from twistgate.config import UpstreamConfig, parse_target
 from twistgate.pool import TargetState, UpstreamPool
 
 URLS = ("http://a.test:4000", "http://b.test:4001", "http://c.test:4002")
 
-
-def make_target(url: str) -> Target:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Target(
-        url=url,
-        scheme=parts.scheme,
-        host=parts.hostname or "",
-        port=port,
-        base_path=parts.path,
-    )
 
 
 def make_config(
@@ -46,7 +34,7 @@ def make_config(
 ) -> UpstreamConfig:
     return UpstreamConfig(
         name="users",
-        targets=tuple(make_target(url) for url in urls),
+        targets=tuple(parse_target(url) for url in urls),
         weights=tuple(weights) if weights is not None else (1,) * len(urls),
         balance=balance,
         health_check=health_check,
@@ -494,7 +482,7 @@ def test_max_fails_zero_disables_passive_health():
 
 
 def test_available_needs_both_health_verdicts():
-    state = TargetState(make_target(URLS[0]), 1)
+    state = TargetState(parse_target(URLS[0]), 1)
     assert state.available(0.0)
     state.out_until = 5.0
     assert not state.available(4.9)
