@@ -27,10 +27,11 @@ from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from twistgate.config import Target
 from twistgate.http1 import ConnectionPool, Response
 
-#: Idle keep-alive connections kept per target, unless the caller says otherwise.
+#: Idle keep-alive connections kept per target; enough for a busy target without reconnecting.
 MAX_IDLE_PER_TARGET = 64
 
-#: Seconds an idle connection is kept, unless the caller says otherwise.
+#: Seconds an idle upstream connection is kept (shorter than common upstream keep-alive limits,
+#: so the gateway closes first rather than reusing a connection the target is closing).
 IDLE_CONNECTION_TIMEOUT = 50.0
 
 

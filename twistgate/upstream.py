@@ -15,20 +15,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from twistgate.client import UpstreamClient
+from twistgate.client import IDLE_CONNECTION_TIMEOUT, UpstreamClient
 from twistgate.config import UpstreamConfig
 from twistgate.health import HealthChecker, http_probe
 from twistgate.pool import UpstreamPool
 from twistgate.tls import UpstreamTLSPolicy
 
 log = Logger()
-
-#: Idle keep-alive connections kept per target; enough for a busy target without reconnecting.
-MAX_IDLE_PER_TARGET = 64
-
-#: Seconds an idle upstream connection is kept (shorter than common upstream keep-alive limits,
-#: so the gateway closes first rather than reusing a connection the target is closing).
-IDLE_CONNECTION_TIMEOUT = 50
 
 #: Idle connections per target kept for the health checks: one probe at a time per target.
 MAX_IDLE_PER_TARGET_FOR_HEALTH = 1
@@ -50,9 +43,7 @@ class Upstream:
         tls = UpstreamTLSPolicy(
             config.tls_verify, config.ca_file, config.client_cert, config.client_key
         )
-        self.client = UpstreamClient(
-            reactor, tls, connect_timeout, MAX_IDLE_PER_TARGET, IDLE_CONNECTION_TIMEOUT
-        )
+        self.client = UpstreamClient(reactor, tls, connect_timeout)
         # Health checks are few and far between: the plain Agent does for them, with a pool of
         # its own.
         self.health_connections = HTTPConnectionPool(reactor, persistent=True)
