@@ -6,11 +6,17 @@ import ipaddress
 
 from twisted.web.http_headers import Headers
 
-from twistgate.headers import TrustedProxies, end_to_end, request_id_for
+from twistgate.headers import (
+    HOP_BY_HOP,
+    TrustedProxies,
+    copy_end_to_end,
+    remove_hop_by_hop,
+    request_id_for,
+)
 
 
-def test_end_to_end_drops_hop_by_hop_and_connection_named_headers():
-    headers = Headers(
+def message():
+    return Headers(
         {
             b"Connection": [b"keep-alive, X-Secret"],
             b"Keep-Alive": [b"timeout=5"],
@@ -23,13 +29,31 @@ def test_end_to_end_drops_hop_by_hop_and_connection_named_headers():
             b"Set-Cookie": [b"a=1", b"b=2"],
         }
     )
-    kept = dict(end_to_end(headers))
-    assert kept == {b"accept": [b"application/json"], b"set-cookie": [b"a=1", b"b=2"]}
 
 
-def test_end_to_end_also_drops_the_callers_names():
-    headers = Headers({b"Host": [b"x"], b"Accept": [b"*/*"]})
-    assert dict(end_to_end(headers, [b"host"])) == {b"accept": [b"*/*"]}
+def lowered(headers):
+    return {name.lower(): values for name, values in headers.getAllRawHeaders()}
+
+
+def test_copies_drop_hop_by_hop_and_connection_named_headers():
+    copy = Headers()
+    copy_end_to_end(message(), copy, HOP_BY_HOP)
+    assert lowered(copy) == {b"accept": [b"application/json"], b"set-cookie": [b"a=1", b"b=2"]}
+
+
+def test_removal_in_place_drops_hop_by_hop_and_connection_named_headers():
+    headers = message()
+    remove_hop_by_hop(headers, HOP_BY_HOP)
+    assert lowered(headers) == {
+        b"accept": [b"application/json"], b"set-cookie": [b"a=1", b"b=2"]
+    }
+
+
+def test_copies_also_drop_the_callers_names():
+    copy = Headers()
+    copy_end_to_end(Headers({b"Host": [b"x"], b"Accept": [b"*/*"]}), copy,
+                    HOP_BY_HOP | {b"host"})
+    assert lowered(copy) == {b"accept": [b"*/*"]}
 
 
 def test_a_sane_request_id_is_kept_and_an_odd_one_replaced():

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from twisted.web.http_headers import Headers
 
@@ -43,22 +43,6 @@ def connection_named(headers: Headers) -> frozenset[bytes]:
     return frozenset(
         token.strip().lower() for value in values for token in value.split(b",") if token.strip()
     )
-
-
-def end_to_end(
-    headers: Headers, also_drop: Iterable[bytes] = ()
-) -> list[tuple[bytes, list[bytes]]]:
-    """
-    The headers of a message that may be forwarded, as (lower-cased name, values) pairs.
-
-    @param also_drop: further lower-cased names to leave out (the caller sets its own).
-    """
-    drop = HOP_BY_HOP | connection_named(headers) | frozenset(also_drop)
-    return [
-        (name.lower(), values)
-        for name, values in headers.getAllRawHeaders()
-        if name.lower() not in drop
-    ]
 
 
 def copy_end_to_end(source: Headers, target: Headers, drop: frozenset[bytes]) -> None:
