@@ -35,6 +35,26 @@ def send_reply(request, reply: Reply) -> None:
         body.deliverBody(BodyRelay(request))
 
 
+def send_error(
+    request,
+    status: int,
+    message: str,
+    headers: dict[bytes, bytes] | None = None,
+    close: bool = False,
+) -> None:
+    """
+    Answer C{request} with a gateway-made JSON error (SPEC 4) and finish it.
+
+    @param headers: extra response headers, e.g. C{Allow} or C{Retry-After}.
+    @param close: close the client connection after the answer (used when the request body was
+        not read, so the connection cannot carry another request).
+    """
+    if close and not (request.finished or request._disconnected):
+        request.channel.persistent = False
+        request.setHeader(b"connection", b"close")
+    send_reply(request, Reply.error(status, message, headers))
+
+
 def _discard(reply: Reply) -> None:
     """The client is gone: close what would have streamed to it."""
     if not isinstance(reply.body, bytes):

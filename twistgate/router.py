@@ -17,10 +17,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from twistgate.errors import write_error
 from twistgate.exchange import Exchange
 from twistgate.headers import request_id_for
-from twistgate.respond import send_reply
+from twistgate.respond import send_error, send_reply
 
 log = Logger()
 
@@ -116,15 +115,15 @@ class GatewayResource(Resource):
         try:
             path = normalise_path(_origin_path(request.path))
         except BadPath as problem:
-            write_error(request, 400, str(problem))
+            send_error(request, 400, str(problem))
             return NOT_DONE_YET
         route = runtime.routes.match(path)
         if route is None:
-            write_error(request, 404, "no route for this path")
+            send_error(request, 404, "no route for this path")
             return NOT_DONE_YET
         method = request.method
         if route.methods is not None and method not in route.methods:
-            write_error(
+            send_error(
                 request,
                 405,
                 "method %s is not allowed on this route" % (method.decode("latin-1"),),
@@ -164,7 +163,7 @@ def _send(reply, request) -> None:
 
 def _failed(failure: Failure, request) -> None:
     log.failure("request {uri} failed inside the gateway", failure, uri=request.uri)
-    write_error(request, 500, "the gateway failed to handle this request")
+    send_error(request, 500, "the gateway failed to handle this request")
 
 
 def _origin_path(path: bytes) -> bytes:

@@ -20,7 +20,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from twistgate.body import BodyAbandoned, StreamingBody
-from twistgate.errors import write_error
+from twistgate.respond import send_error
 
 log = Logger()
 
@@ -137,7 +137,7 @@ class GatewayRequest(server.Request):
         if self.startedWriting:
             self.channel.transport.abortConnection()
             return
-        write_error(
+        send_error(
             self,
             413,
             "the request body is larger than the limit of %d bytes" % (max_body,),
