@@ -23,6 +23,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
 from twistgate.http1_reader import _HEAD
+from twistgate.sockets import write_now
 
 if TYPE_CHECKING:
     from twistgate.http1_connection import HTTP1Connection
@@ -173,7 +174,7 @@ class _RequestWriter:
         else:
             append(b"Transfer-Encoding: chunked\r\n")
         append(b"\r\n")
-        self.transport.write(b"".join(parts))
+        write_now(self.transport, b"".join(parts))
         if body is not None:
             self._start_body(call, body)
 
