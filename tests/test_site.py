@@ -149,7 +149,7 @@ def test_a_complete_head_is_not_cut():
 def test_observers_see_each_request_once_it_is_answered():
     clock, resource, channel, transport = connect(header_timeout=1000)
     seen = []
-    channel.site.observers.append(seen.append)
+    channel.factory.observers.append(seen.append)
     clock.advance(5)
     channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
     request = resource.requests[0]

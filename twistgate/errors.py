@@ -21,11 +21,14 @@ ERROR_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     429: "too_many_requests",
+    431: "request_header_fields_too_large",
     499: "client_closed_request",
     500: "internal_error",
     502: "bad_gateway",
     503: "service_unavailable",
+    501: "not_implemented",
     504: "gateway_timeout",
+    505: "http_version_not_supported",
 }
 
 

@@ -117,7 +117,7 @@ class Gateway(MultiService):
         settings = config.gateway
         self.site.max_body = settings.max_body
         self.site.header_timeout = settings.header_timeout
-        self.site.timeOut = settings.idle_timeout or None
+        self.site.idle_timeout = settings.idle_timeout
         self._update_listeners(settings.listen)
         self.status.configure(config.status)
         self._update_access_log(settings.access_log)

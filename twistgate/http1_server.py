@@ -1,0 +1,503 @@
+"""
+The public listener's HTTP/1.1 server protocol: bytes from a client in, L{GatewayRequest}s out.
+
+twisted.web's C{HTTPChannel} parses a head line by line through several layers and reads a whole
+request body before it renders; a gateway needs neither. L{ServerConnection} parses each head in
+one pass, starts processing as soon as the head is whole, and streams the body (by
+C{Content-Length} or chunked) to a L{StreamingBody} while it arrives:
+
+- a head longer than L{MAX_HEAD} or with more than L{MAX_HEADERS} lines gets 431, a malformed one
+  400 (also for both C{Content-Length} and C{Transfer-Encoding}, the request-smuggling pair), an
+  unsupported transfer coding 501, a version other than HTTP/1.0 and 1.1 505; each closes the
+  connection;
+- a declared body over C{max_body} gets 413 before a byte of it is read, a chunked one as soon as it
+  grows past the limit;
+- requests are answered one at a time, in order: pipelined ones wait in a bounded buffer (the
+  socket stops being read beyond it);
+- one timer per connection enforces both ``header_timeout`` (a head must be whole within it of its
+  first byte) and ``idle_timeout`` (a connection with no request in progress and no bytes for that
+  long is closed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._newclient import ParseError
+from twisted.web.http_headers import Headers
+
+from twistgate.body import BodyAbandoned, StreamingBody
+from twistgate.exchange import Reply
+from twistgate.http1_response import _HEADERS_TABLE, _HEX, _TOKEN, _content_length, _name, _names
+from twistgate.http1_response import _lines as _head_lines
+from twistgate.respond import send_error
+from twistgate.server_request import GatewayRequest
+
+if TYPE_CHECKING:
+    from twistgate.site import GatewaySite
+
+log = Logger()
+
+#: The most bytes of a request head (request line and header lines) accepted.
+MAX_HEAD = 32 * 1024
+
+#: The most header lines accepted in a request (trailer lines of a chunked body too).
+MAX_HEADERS = 200
+
+#: Bytes of pipelined requests held while an earlier one is answered; past this the socket stops
+#: being read until the answer is complete.
+MAX_PENDING = 64 * 1024
+
+# What the connection is reading.
+_HEAD, _LENGTH, _CHUNKED, _WAITING, _CLOSED = range(5)
+# Where a chunked body is: a chunk-size line, chunk data, the CRLF after it, the trailer section.
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+_VERSIONS = {b"HTTP/1.1": b"HTTP/1.1", b"HTTP/1.0": b"HTTP/1.0"}
+
+
+class BadRequest(Exception):
+    """A request the connection cannot carry on from: answered with C{status}, then closed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ServerConnection(Protocol):
+    """
+    One client connection of the public listener.
+
+    @ivar persistent: whether the connection carries another request after the current one.
+    @ivar request: the request being answered, or L{None} between requests.
+    """
+
+    factory: GatewaySite
+    persistent = True
+    request: GatewayRequest | None = None
+    _state = _HEAD
+    _unread = b""
+    _scanned = 0
+    _running = False
+    _paused = False
+    _left = 0
+    _received = 0
+    _chunk_state = _SIZE
+    _line = b""
+    _trailers = 0
+    _head_started: float | None = None
+    _timer = None
+    _host = None
+    _peer = None
+    _secure: bool | None = None
+
+    def connectionMade(self) -> None:
+        site = self.factory
+        site.channels.add(self)
+        now = site.clock.seconds()
+        self._last_active = now
+        # A new connection owes its first head from the start.
+        self._head_started = now
+        self._arm_timer()
+
+    # Addresses, asked for once per connection (each is a system call).
+
+    def host(self):
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    def peer(self):
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
+
+    def secure(self) -> bool:
+        if self._secure is None:
+            self._secure = ISSLTransport.providedBy(self.transport)
+        return self._secure
+
+    # Reading.
+
+    def dataReceived(self, data: bytes) -> None:
+        state = self._state
+        if state == _CLOSED:
+            return
+        self._last_active = self.factory.clock.seconds()
+        if state == _HEAD and self._head_started is None:
+            self._head_started = self._last_active
+        self._unread = self._unread + data if self._unread else data
+        self._run()
+
+    def _run(self) -> None:
+        """Work through the unread bytes as far as the state allows."""
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._unread:
+                state = self._state
+                if state == _HEAD:
+                    if not self._take_head():
+                        break
+                elif state == _LENGTH:
+                    self._take_length_body()
+                elif state == _CHUNKED:
+                    self._take_chunks()
+                elif state == _WAITING:
+                    if len(self._unread) > MAX_PENDING and not self._paused:
+                        self._paused = True
+                        self.transport.pauseProducing()
+                    break
+                else:
+                    self._unread = b""
+                    break
+        except BadRequest as problem:
+            self._refuse(problem.status, problem.message)
+        finally:
+            self._running = False
+
+    def _take_head(self) -> bool:
+        """Parse a head if the unread bytes hold a whole one; L{False} when more are needed."""
+        data = self._unread
+        if self._scanned == 0:
+            # Empty lines before a request line are ignored (RFC 9112 §2.2).
+            stripped = data.lstrip(b"\r\n")
+            if not stripped:
+                self._unread = b""
+                return False
+            data = stripped
+        start = self._scanned
+        crlf = data.find(b"\n\r\n", start)
+        lf = data.find(b"\n\n", start, crlf if crlf >= 0 else len(data))
+        if lf >= 0:
+            end, cut = (lf - 1 if data[lf - 1 : lf] == b"\r" else lf), lf + 2
+        elif crlf >= 0:
+            # The head's lines go to the parser without the line end of the last one.
+            end, cut = (crlf - 1 if data[crlf - 1 : crlf] == b"\r" else crlf), crlf + 3
+        else:
+            if len(data) > MAX_HEAD:
+                raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
+            self._unread = data
+            self._scanned = max(len(data) - 2, 0)
+            return False
+        if cut > MAX_HEAD:
+            raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
+        self._scanned = 0
+        self._unread = data[cut:]
+        self._head_started = None
+        self._start_request(data[:end])
+        return True
+
+    def _start_request(self, head: bytes) -> None:
+        """Make a request of a whole head, and hand it to the site."""
+        site = self.factory
+        try:
+            lines = _head_lines(head)
+        except ParseError:
+            raise BadRequest(400, "the request head is malformed") from None
+        method, uri, version = _request_line(lines[0])
+        if len(lines) > MAX_HEADERS + 1:
+            raise BadRequest(431, "the request has more than %d header lines" % MAX_HEADERS)
+        table: dict[bytes, list[bytes]] = {}
+        lengths = codings = connection = expect = None
+        host = False
+        names = _names
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise BadRequest(400, "a header line has no colon")
+            known = names.get(name)
+            if known is None:
+                try:
+                    known = _name(name)
+                except ParseError:
+                    raise BadRequest(400, "a header name is not a token") from None
+            stored, lower = known
+            value = value.strip(b" \t")
+            if lower == b"content-length":
+                lengths = [value] if lengths is None else lengths + [value]
+            elif lower == b"transfer-encoding":
+                codings = [value] if codings is None else codings + [value]
+            elif lower == b"connection":
+                connection = [value] if connection is None else connection + [value]
+            elif lower == b"host":
+                host = True
+            elif lower == b"expect":
+                expect = value
+            values = table.get(stored)
+            if values is None:
+                table[stored] = [value]
+            else:
+                values.append(value)
+        if version == b"HTTP/1.1":
+            if not host:
+                raise BadRequest(400, "an HTTP/1.1 request must have a Host header")
+            if connection is not None and _has_token(connection, b"close"):
+                self.persistent = False
+        elif connection is None or not _has_token(connection, b"keep-alive"):
+            self.persistent = False
+
+        length: int | None = 0
+        if codings is not None:
+            if lengths is not None:
+                raise BadRequest(400, "a request may not have both Content-Length and "
+                                      "Transfer-Encoding")
+            if version != b"HTTP/1.1":
+                raise BadRequest(400, "Transfer-Encoding needs HTTP/1.1")
+            if [t.strip().lower() for v in codings for t in v.split(b",")] != [b"chunked"]:
+                raise BadRequest(501, "the only transfer coding accepted is chunked")
+            length = None
+        elif lengths is not None:
+            try:
+                length = _content_length(lengths)
+            except ParseError:
+                raise BadRequest(400, "the Content-Length is invalid") from None
+
+        if _HEADERS_TABLE:
+            headers = Headers()
+            headers._rawHeaders = table
+        else:
+            headers = Headers(table)
+
+        if length == 0:
+            body = None
+            self._state = _WAITING
+        else:
+            if length is not None and length > site.max_body:
+                raise BadRequest(
+                    413, "the request body is larger than the limit of %d bytes" % site.max_body
+                )
+            body = StreamingBody(self.transport, length)
+            self._received = 0
+            if length is None:
+                self._state = _CHUNKED
+                self._chunk_state = _SIZE
+                self._line = b""
+                self._trailers = 0
+            else:
+                self._state = _LENGTH
+                self._left = length
+        request = GatewayRequest(self, method, uri, version, headers, body)
+        self.request = request
+        site.request_started(request)
+        if (
+            body is not None
+            and expect is not None
+            and version == b"HTTP/1.1"
+            and expect.lower() == b"100-continue"
+            and not request.startedWriting
+            and self._state != _CLOSED
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _take_length_body(self) -> None:
+        data = self._unread
+        left = self._left
+        if len(data) <= left:
+            self._unread = b""
+        else:
+            self._unread = data[left:]
+            data = data[:left]
+        self._left = left - len(data)
+        self.request.body.feed(data)
+        if not self._left:
+            self._body_complete()
+
+    def _take_chunks(self) -> None:
+        """Decode chunked body bytes (RFC 9112 §7.1); trailer fields are read and dropped."""
+        data = self._unread
+        self._unread = b""
+        position = 0
+        size = len(data)
+        request = self.request
+        max_body = self.factory.max_body
+        while position < size:
+            state = self._chunk_state
+            if state == _DATA:
+                take = min(self._left, size - position)
+                piece = data if take == size else data[position : position + take]
+                position += take
+                self._left -= take
+                if not self._left:
+                    self._chunk_state = _DATA_END
+                self._received += take
+                if self._received > max_body:
+                    raise BadRequest(
+                        413, "the request body is larger than the limit of %d bytes" % max_body
+                    )
+                request.body.feed(piece)
+                if self._state != _CHUNKED:
+                    return
+                continue
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                self._line += data[position:]
+                if len(self._line) > 4096:
+                    raise BadRequest(400, "a chunk line is too long")
+                return
+            line = self._line + data[position:newline] if self._line else data[position:newline]
+            self._line = b""
+            position = newline + 1
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if state == _SIZE:
+                size_text = line.split(b";", 1)[0].strip(b" \t")
+                if _HEX.match(size_text) is None:
+                    raise BadRequest(400, "a chunk size is invalid")
+                self._left = int(size_text, 16)
+                self._chunk_state = _DATA if self._left else _TRAILER
+            elif state == _DATA_END:
+                if line:
+                    raise BadRequest(400, "chunk data is longer than its size")
+                self._chunk_state = _SIZE
+            elif line:
+                self._trailers += 1
+                if self._trailers > MAX_HEADERS:
+                    raise BadRequest(431, "too many trailer fields")
+            else:
+                self._unread = data[position:]
+                self._body_complete()
+                return
+
+    def _body_complete(self) -> None:
+        self._state = _WAITING
+        self.request.body.end()
+
+    # The answer's end, and the next request.
+
+    def request_finished(self, request: GatewayRequest) -> None:
+        """C{request}'s answer has been written whole."""
+        if request is not self.request:
+            return
+        if self._state in (_LENGTH, _CHUNKED):
+            # The answer is complete before the body: the rest of the body cannot be told apart
+            # from a next request, so this connection ends with this answer.
+            self.persistent = False
+        self.request = None
+        site = self.factory
+        if site.draining:
+            self.persistent = False
+        site.request_ended(request)
+        if not self.persistent:
+            self._close()
+            return
+        self._state = _HEAD
+        self._last_active = site.clock.seconds()
+        if self._unread:
+            self._head_started = self._last_active
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        self._run()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request that cannot be carried on with an error, and close the connection."""
+        request = self.request
+        self._state = _CLOSED
+        self._unread = b""
+        self.persistent = False
+        if request is not None and request.body is not None:
+            request.body.fail(BodyAbandoned(message))
+        if request is not None and not request.startedWriting:
+            send_error(request, status, message, close=True)
+            return
+        if request is not None:
+            # An answer is already on its way: cutting the connection is all that is left.
+            self.transport.abortConnection()
+            return
+        reply = Reply.error(status, message)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reply.phrase)]
+        for name, values in reply.headers.getAllRawHeaders():
+            for value in values:
+                lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"Connection: close\r\n\r\n")
+        lines.append(reply.body)
+        self.transport.write(b"".join(lines))
+        self.transport.loseConnection()
+
+    def _close(self) -> None:
+        self._state = _CLOSED
+        self._unread = b""
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._state = _CLOSED
+        self._unread = b""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        site = self.factory
+        site.channels.discard(self)
+        request, self.request = self.request, None
+        if request is not None:
+            request.connectionLost(reason)
+            site.request_ended(request)
+
+    # Deadlines: one timer per connection for header_timeout and idle_timeout.
+
+    def _arm_timer(self) -> None:
+        site = self.factory
+        period = min(t for t in (site.header_timeout, site.idle_timeout, 3600.0) if t)
+        self._timer = site.clock.callLater(period, self._timer_fired)
+
+    def _due(self) -> float | None:
+        """When this connection must be closed unless something happens first, or L{None}."""
+        site = self.factory
+        due = None
+        if self._state == _HEAD:
+            if self._head_started is not None and site.header_timeout:
+                due = self._head_started + site.header_timeout
+            if site.idle_timeout and (self._unread == b"" or self._head_started is None):
+                idle = self._last_active + site.idle_timeout
+                due = idle if due is None else min(due, idle)
+        elif self._state in (_LENGTH, _CHUNKED) and site.idle_timeout:
+            # A body that stops arriving ties the connection up like an idle one.
+            due = self._last_active + site.idle_timeout
+        return due
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if self._state == _CLOSED:
+            return
+        site = self.factory
+        due = self._due()
+        now = site.clock.seconds()
+        if due is not None and due <= now:
+            if self._state == _HEAD and self._head_started is not None:
+                log.info(
+                    "closing a client that sent no complete request head in time: {peer}",
+                    peer=str(self.peer()),
+                )
+            self._state = _CLOSED
+            self.transport.abortConnection()
+            return
+        period = min(t for t in (site.header_timeout, site.idle_timeout, 3600.0) if t)
+        wait = period if due is None else min(due - now, period)
+        self._timer = site.clock.callLater(wait, self._timer_fired)
+
+
+def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
+    """The method, target and version of a request line, or L{BadRequest}."""
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise BadRequest(400, "the request line is malformed")
+    method, uri, version_text = parts
+    version = _VERSIONS.get(version_text)
+    if version is None:
+        if version_text.startswith(b"HTTP/"):
+            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+        raise BadRequest(400, "the request line is malformed")
+    if not uri or _TOKEN.match(method) is None:
+        raise BadRequest(400, "the request line is malformed")
+    return method, uri, version
+
+
+def _has_token(values: list[bytes], token: bytes) -> bool:
+    """Whether comma-separated header C{values} hold C{token} (case-insensitively)."""
+    return any(t.strip().lower() == token for value in values for t in value.split(b","))
