@@ -255,6 +255,7 @@ def test_a_malformed_request_gets_a_json_error_and_the_connection_closes(head, s
     ((code, headers, body),) = responses(transport.value())
     assert code == status
     assert headers[b"content-type"] == [b"application/json"]
+    assert len(headers[b"x-request-id"][0]) == 32
     assert json.loads(body)["status"] == status
     assert resource.requests == [] and transport.disconnecting
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # nothing more is read

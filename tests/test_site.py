@@ -79,10 +79,11 @@ def test_a_chunked_body_streams_with_unknown_length():
 def test_a_declared_length_over_max_body_is_413_before_any_body_byte():
     _, resource, channel, transport = connect(max_body=100)
     channel.dataReceived(
-        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n"
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\nExpect: 100-continue\r\n"
+        b"X-Request-ID: upload-1\r\n\r\n"
     )
     code, head, body = status_and_body(transport)
-    assert code == 413
+    assert code == 413 and b"X-Request-Id: upload-1" in head
     assert b"100 Continue" not in transport.value()
     assert json.loads(body)["error"] == "payload_too_large"
     assert resource.requests == []

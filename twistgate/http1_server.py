@@ -32,6 +32,7 @@ from twisted.web.http_headers import Headers
 
 from twistgate.body import BodyAbandoned, StreamingBody
 from twistgate.exchange import Reply
+from twistgate.headers import new_request_id, request_id_for
 from twistgate.http1_response import _HEADERS_TABLE, _HEX, _TOKEN, _content_length, _name, _names
 from twistgate.http1_response import _lines as _head_lines
 from twistgate.respond import send_error
@@ -63,10 +64,12 @@ _VERSIONS = {b"HTTP/1.1": b"HTTP/1.1", b"HTTP/1.0": b"HTTP/1.0"}
 class BadRequest(Exception):
     """A request the connection cannot carry on from: answered with C{status}, then closed."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: Headers | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        #: The request's headers, when they were read before the refusal.
+        self.headers = headers
 
 
 class ServerConnection(Protocol):
@@ -158,7 +161,7 @@ class ServerConnection(Protocol):
                     self._unread = b""
                     break
         except BadRequest as problem:
-            self._refuse(problem.status, problem.message)
+            self._refuse(problem.status, problem.message, problem.headers)
         finally:
             self._running = False
 
@@ -271,7 +274,9 @@ class ServerConnection(Protocol):
         else:
             if length is not None and length > site.max_body:
                 raise BadRequest(
-                    413, "the request body is larger than the limit of %d bytes" % site.max_body
+                    413,
+                    "the request body is larger than the limit of %d bytes" % site.max_body,
+                    headers,
                 )
             body = StreamingBody(self.transport, length)
             self._received = 0
@@ -396,8 +401,11 @@ class ServerConnection(Protocol):
             self.transport.resumeProducing()
         self._run()
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer a request that cannot be carried on with an error, and close the connection."""
+    def _refuse(self, status: int, message: str, headers: Headers | None = None) -> None:
+        """
+        Answer a request that cannot be carried on with an error, and close the connection.
+        C{headers} are the request's, when they could be read (for its C{X-Request-ID}).
+        """
         request = self.request
         self._state = _CLOSED
         self._unread = b""
@@ -411,7 +419,8 @@ class ServerConnection(Protocol):
             # An answer is already on its way: cutting the connection is all that is left.
             self.transport.abortConnection()
             return
-        reply = Reply.error(status, message)
+        request_id = new_request_id() if headers is None else request_id_for(headers)
+        reply = Reply.error(status, message, {b"x-request-id": request_id})
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reply.phrase)]
         for name, values in reply.headers.getAllRawHeaders():
             for value in values:
