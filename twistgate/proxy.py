@@ -25,8 +25,11 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
+from twistgate.deadlines import Deadlines
 from twistgate.exchange import Exchange, Reply
 from twistgate.headers import HOP_BY_HOP, TrustedProxies, copy_end_to_end, remove_hop_by_hop
+from twistgate.http1_response import _HEADERS_TABLE
+from twistgate.server_request import when_client_gone
 
 log = Logger()
 
@@ -72,34 +75,37 @@ class Forwarder:
         self._clock = clock
         self._request_timeout = request_timeout
         self._trusted = trusted
+        self.deadlines = Deadlines(clock, request_timeout)
 
     def upstream_headers(self, exchange: Exchange) -> Headers:
         """The headers the upstream receives for C{exchange}."""
         incoming = exchange.headers
-        request = exchange.request
         headers = Headers()
-        set_header = headers.setRawHeaders
         copy_end_to_end(incoming, headers, _SET_BY_GATEWAY)
+        # Every value below comes from the client's parsed head or from the gateway, so it is
+        # already free of line breaks: on the hot path it goes straight into the table.
+        table = headers._rawHeaders if _HEADERS_TABLE else None
+        set_header = table.__setitem__ if table is not None else headers.setRawHeaders
         peer = exchange.peer
         trusted = self._trusted.trusts(peer)
         set_header(
-            b"x-forwarded-for",
+            b"X-Forwarded-For",
             [self._trusted.forwarded_for(peer, incoming.getRawHeaders(b"x-forwarded-for"))],
         )
         proto = incoming.getRawHeaders(b"x-forwarded-proto") if trusted else None
         set_header(
-            b"x-forwarded-proto",
-            proto[-1:] if proto else [b"https" if request.isSecure() else b"http"],
+            b"X-Forwarded-Proto",
+            proto[-1:] if proto else [b"https" if exchange.request.isSecure() else b"http"],
         )
         forwarded_host = incoming.getRawHeaders(b"x-forwarded-host") if trusted else None
         host = incoming.getRawHeaders(b"host")
         if forwarded_host:
-            set_header(b"x-forwarded-host", forwarded_host[-1:])
+            set_header(b"X-Forwarded-Host", forwarded_host[-1:])
         elif host:
-            set_header(b"x-forwarded-host", host[:1])
-        set_header(b"x-request-id", [exchange.request_id])
+            set_header(b"X-Forwarded-Host", host[:1])
+        set_header(b"X-Request-Id", [exchange.request_id])
         if host and exchange.route.config.preserve_host:
-            set_header(b"host", host[:1])
+            set_header(b"Host", host[:1])
         return headers
 
     def forward(self, exchange: Exchange, upstream=None) -> Deferred[Reply]:
@@ -129,11 +135,13 @@ class _Attempts:
         self.retries_left = self.upstream.config.retries
         self.result: Deferred[Reply] = Deferred()
         self.current: Deferred | None = None
+        self.deadline = 0
         self.client_gone = False
+        self.timed_out = False
         self.last_problem = "no target of upstream %r answered" % (self.upstream.name,)
 
     def start(self) -> Deferred[Reply]:
-        self.exchange.request.notifyFinish().addErrback(self._client_went_away)
+        when_client_gone(self.exchange.request, self._client_went_away)
         self._try_next()
         return self.result
 
@@ -157,15 +165,13 @@ class _Attempts:
         exchange = self.exchange
         client = self.upstream.client
         if self.target_host:
-            self.headers.setRawHeaders(b"host", [client.host_value(state.target)])
+            self.headers.setRawHeaders(b"Host", [client.host_value(state.target)])
         d = client.request(
             exchange.method, state.target, exchange.upstream_path, self.headers, exchange.body
         )
-        d.addTimeout(
-            self.forwarder._request_timeout, self.forwarder._clock, onTimeoutCancel=_timed_out
-        )
-        d.addCallbacks(self._answered, self._failed, (state,), None, (state,), None)
         self.current = d
+        self.deadline = self.forwarder.deadlines.watch(self)
+        d.addCallbacks(self._answered, self._failed, (state,), None, (state,), None)
 
     def _record(self, state, outcome: str) -> None:
         """Note on the exchange which target was tried and how it went (metrics, access log)."""
@@ -174,7 +180,14 @@ class _Attempts:
         context["target"] = state.target.url
         context.setdefault("attempts", []).append((self.upstream.name, state.target.url, outcome))
 
+    def expired(self) -> None:
+        """The target has not begun to answer within request_timeout."""
+        if self.current is not None:
+            self.timed_out = True
+            self.current.cancel()
+
     def _answered(self, response, state) -> None:
+        self.forwarder.deadlines.release(self, self.deadline)
         pool = self.upstream.pool
         pool.release(state)
         pool.report_success(state)
@@ -194,9 +207,15 @@ class _Attempts:
         self._answer(Reply(response.code, response.phrase, headers, response))
 
     def _failed(self, failure: Failure, state) -> None:
+        self.forwarder.deadlines.release(self, self.deadline)
         pool = self.upstream.pool
         pool.release(state)
-        if self.client_gone or failure.check(CancelledError):
+        if self.timed_out:
+            # Whatever the cancelled request failed with, the cause was the deadline.
+            self.timed_out = False
+            timeout = self.forwarder._request_timeout
+            failure = Failure(TimeoutError("no answer within %gs" % timeout))
+        elif self.client_gone or failure.check(CancelledError):
             self._record(state, "cancelled")
             # Nobody will read this answer; 499 (as nginx logs it) keeps it from counting
             # against the upstream.
@@ -253,11 +272,6 @@ class _Attempts:
         self.client_gone = True
         if self.current is not None:
             self.current.cancel()
-
-
-def _timed_out(result, timeout: float) -> Failure:
-    """Whatever the cancelled upstream request failed with, the cause was the timeout."""
-    return Failure(TimeoutError("no answer within %gs" % timeout))
 
 
 def _is_parse_error(failure: Failure) -> bool:

@@ -15,6 +15,7 @@ from twisted.web.client import PotentialDataLoss, ResponseDone
 
 from twistgate.exchange import Reply
 from twistgate.headers import HOP_BY_HOP, copy_end_to_end
+from twistgate.server_request import when_client_gone
 
 log = Logger()
 
@@ -75,7 +76,7 @@ class BodyRelay(Protocol):
 
     def connectionMade(self) -> None:
         self.request.registerProducer(self, True)
-        self.request.notifyFinish().addErrback(self._client_gone)
+        when_client_gone(self.request, self._client_gone)
 
     def dataReceived(self, data: bytes) -> None:
         if not self._finished:
