@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from twistgate.http1_reader import _IDLE, _SIZE, _UNTIL_CLOSE, _ResponseReader
 from twistgate.http1_request import _Call, _RequestWriter
+from twistgate.sockets import tune_reads
 
 if TYPE_CHECKING:
     from twistgate.http1_pool import ConnectionPool
@@ -71,6 +72,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         # Requests are written whole or in body-sized pieces: no reason to wait for Nagle.
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        tune_reads(self.transport)
 
     # Failures and stops.
 

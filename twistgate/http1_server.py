@@ -37,6 +37,7 @@ from twistgate.http1_response import _HEADERS_TABLE, _HEX, _TOKEN, _content_leng
 from twistgate.http1_response import _lines as _head_lines
 from twistgate.respond import send_error
 from twistgate.server_request import GatewayRequest
+from twistgate.sockets import tune_reads
 
 if TYPE_CHECKING:
     from twistgate.site import GatewaySite
@@ -102,6 +103,7 @@ class ServerConnection(Protocol):
     def connectionMade(self) -> None:
         site = self.factory
         site.channels.add(self)
+        tune_reads(self.transport)
         now = site.clock.seconds()
         self._last_active = now
         # A new connection owes its first head from the start.
