@@ -128,6 +128,7 @@ def test_an_answer_before_the_body_ends_closes_the_connection():
     request.write(b"early")
     request.finish()
     assert transport.disconnecting
+    assert b"Connection: close" in transport.value()
     channel.dataReceived(b"lo world")  # the rest is dropped, not parsed as a request
 
 

@@ -378,11 +378,15 @@ class ServerConnection(Protocol):
 
     # The answer's end, and the next request.
 
+    def body_pending(self) -> bool:
+        """Whether the current request's body is still arriving."""
+        return self._state == _LENGTH or self._state == _CHUNKED
+
     def request_finished(self, request: GatewayRequest) -> None:
         """C{request}'s answer has been written whole."""
         if request is not self.request:
             return
-        if self._state in (_LENGTH, _CHUNKED):
+        if self.body_pending():
             # The answer is complete before the body: the rest of the body cannot be told apart
             # from a next request, so this connection ends with this answer.
             self.persistent = False

@@ -216,6 +216,9 @@ class GatewayRequest:
         connection = raw.get(b"Connection")
         if connection is not None and b"close" in b",".join(connection).lower():
             channel.persistent = False
+        elif channel.body_pending():
+            # An answer that starts before the request body has ended closes the connection.
+            channel.persistent = False
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200
         self._no_body = no_body
         lines = [b"%s %d %s\r\n" % (b"HTTP/1.1", code, self.code_message)]
