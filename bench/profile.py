@@ -1,5 +1,5 @@
 """
-``python -m bench.profile``: where twistgate's time goes while it proxies under load (CPython).
+``python -m bench.profile``: where twistgate's time goes while it proxies under load.
 
 Starts the nginx upstream and twistgate on CPython (the ``plain`` scenario's config, or
 ``--scenario jwt``), warms it up, drives it with wrk and, meanwhile, samples it with py-spy
@@ -9,13 +9,21 @@ module), and once to a flame graph (``profile.svg``). Output goes to bench/resul
 
 py-spy pauses the process for each sample (unless ``--nonblocking``), so throughput while
 profiling is lower than in ``python -m bench``: read the shares, not the req/s.
+
+``--pypy`` profiles twistgate on PyPy instead, with vmprof (installed into bench/.work/venv-pypy
+on first use; py-spy cannot read PyPy's frames): twistd runs under ``python -m vmprof`` from the
+start, the profile covers the warm-up and the measured run, and is read when twistd has stopped.
+Time in native code (system calls, the JIT's helpers, the garbage collector) shows as "native
+code called from" the Python function that called it.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -108,6 +116,53 @@ def record(py_spy: Path, pid: int, seconds: float, rate: int, fmt: str, output: 
     subprocess.run(argv, check=True, timeout=seconds + 60, stdout=subprocess.DEVNULL)
 
 
+def ensure_vmprof(venv: Path) -> None:
+    python = str(venv / "bin" / "python")
+    if subprocess.run([python, "-c", "import vmprof"], capture_output=True).returncode:
+        say("installing vmprof into %s" % venv)
+        subprocess.run([python, "-m", "pip", "install", "vmprof"], check=True, timeout=600)
+
+
+_VMPROF_READER = r"""
+import json, sys, vmprof
+stats = vmprof.read_profile(sys.argv[1])
+stacks = []
+for profile in stats.profiles:
+    frames = []
+    caller = "?"
+    for address in profile[0]:
+        name = stats.adr_dict.get(address)
+        if name is None:
+            frames.append(["native code called from " + caller, ""])
+        else:
+            parts = name.split(":")
+            frames.append([parts[1], parts[-1]] if len(parts) >= 4 else [name, ""])
+            caller = frames[-1][0]
+    stacks.append([frames, profile[1]])
+json.dump(stacks, sys.stdout)
+"""
+
+
+def read_vmprof(venv: Path, profile: Path) -> list[tuple[list[str], int]]:
+    """A vmprof profile as C{(frames, count)} stacks, outermost frame first, as py-spy's."""
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", _VMPROF_READER, str(profile)],
+                          check=True, capture_output=True, text=True, timeout=600)
+    stacks = []
+    for frames, count in json.loads(done.stdout):
+        stacks.append(
+            (["%s (%s)" % (name, short_path(file)) if file else name for name, file in frames],
+             count))
+    return stacks
+
+
+def short_path(file: str) -> str:
+    """A source path as py-spy names it: from the package down."""
+    for marker in ("/site-packages/", str(processes.REPO) + "/"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    return file
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--scenario", choices=["plain", "jwt"], default="plain")
@@ -121,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--anchors")
     parser.add_argument("--rev", help="profile this commit's twistgate instead of the work tree")
+    parser.add_argument("--pypy", action="store_true",
+                        help="profile twistgate on PyPy with vmprof instead of CPython with py-spy")
+    parser.add_argument("--pypy-bin", default="pypy3")
     args = parser.parse_args(argv)
     if args.rev:
         tree, state = processes.export_revision(args.rev)
@@ -128,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         tree, state = processes.REPO, processes.tree_state()
 
     anchors = processes.find_anchors(args.anchors)
+    if args.pypy:
+        return profile_pypy(args, tree, state, anchors)
     python = getattr(sys, "_base_executable", None) or sys.executable
     venv = processes.prepare_twistgate_venv("venv-cpython", python)
     py_spy = ensure_py_spy(venv)
@@ -175,14 +235,61 @@ def main(argv: list[str] | None = None) -> int:
             % (args.scenario, args.connections, baseline.requests_per_sec,
                under.requests_per_sec, args.rate, " (nonblocking)" if args.nonblocking else "")
         )
-        code = "twistgate code: %s %s (%s)%s" % (
-            "commit" if args.rev else "work tree at", (state.get("commit") or "?")[:10],
-            state.get("subject", ""),
-            "; uncommitted: " + " ".join(state["uncommitted"]) if state.get("uncommitted") else "")
-        text = header + "\n" + code + "\n\n" + summary + "\n"
+        text = header + "\n" + describe_code(args, state) + "\n\n" + summary + "\n"
         (args.out / (name + "-summary.txt")).write_text(text)
         print(text)
         say("raw stacks: %s; flame graph: %s" % (raw, svg))
+    return 0
+
+
+def describe_code(args, state: dict) -> str:
+    return "twistgate code: %s %s (%s)%s" % (
+        "commit" if args.rev else "work tree at", (state.get("commit") or "?")[:10],
+        state.get("subject", ""),
+        "; uncommitted: " + " ".join(state["uncommitted"]) if state.get("uncommitted") else "")
+
+
+def profile_pypy(args, tree: Path, state: dict, anchors: Path) -> int:
+    """The PyPy profile: twistd under vmprof through warm-up and load, read once it stops."""
+    pypy = shutil.which(args.pypy_bin)
+    if pypy is None:
+        raise SystemExit("%s is not installed (apt-get install -y pypy3 pypy3-venv)"
+                         % args.pypy_bin)
+    venv = processes.prepare_twistgate_venv("venv-pypy", pypy)
+    ensure_vmprof(venv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_dir = processes.WORK / "runs" / ("profile-pypy-" + time.strftime("%Y%m%dT%H%M%S"))
+    scenario = scenarios.SCENARIOS[args.scenario]
+    headers = ({"Authorization": "Bearer " + scenarios.hs256_token(scenarios.JWT_SECRET)}
+               if scenario.token else {})
+    name = "profile-pypy-%s%s" % (args.scenario, "-" + args.rev if args.rev else "")
+    profile = args.out / (name + ".vmprof")
+    warmup = max(args.warmup, 10.0)
+    with Processes() as running:
+        run = scenarios.Run(running, anchors, run_dir, scenarios.Settings(), {"pypy": venv},
+                            None, references=False, tree=tree)
+        upstream = run.start_upstream()
+        port = processes.free_port()
+        config = run_dir / "gw.ini"
+        config.write_text(scenarios.twistgate_config(scenario, port, upstream.port))
+        server = processes.twistgate("twistgate-pypy", venv, config, port, run_dir, tree)
+        # venv/bin/twistd is a Python script: vmprof runs it as its program.
+        server.argv = [str(venv / "bin" / "python"), "-m", "vmprof", "-o", str(profile)] + (
+            server.argv)
+        running.start(server, scenarios.PATH, timeout=60, headers=headers)
+        url = server.url + scenarios.PATH
+        say("warm-up %gs, then %gs of load, all under vmprof" % (warmup, args.duration))
+        wrk.run(url, warmup, args.connections, 1, headers)
+        under = wrk.run(url, args.duration, args.connections, 1, headers)
+        running.servers.remove(server)
+        server.stop(grace=60)  # vmprof writes its file as twistd exits
+    summary = summarise(read_vmprof(venv, profile))
+    header = "twistgate on PyPy, scenario %s, wrk -t1 -c%d: %.0f req/s under vmprof" % (
+        args.scenario, args.connections, under.requests_per_sec)
+    text = header + "\n" + describe_code(args, state) + "\n\n" + summary + "\n"
+    (args.out / (name + "-summary.txt")).write_text(text)
+    print(text)
+    say("profile: %s (vmprof; `vmprofshow %s` for a tree)" % (profile, profile))
     return 0
 
 
