@@ -21,7 +21,7 @@ log = Logger()
 
 
 def send_reply(request, reply: Reply) -> None:
-    """Write C{reply} (status, headers, body) to the twisted.web C{request} and finish it."""
+    """Write C{reply} (status, headers, body) to the client's C{request} and finish it."""
     if request.finished or request._disconnected:
         _discard(reply)
         return
