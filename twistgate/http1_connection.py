@@ -24,7 +24,8 @@ from twisted.web.client import (
 )
 from zope.interface import implementer
 
-from twistgate.http1_reader import _IDLE, _SIZE, _UNTIL_CLOSE, _ResponseReader
+from twistgate.http1_chunked import ChunkedDecoder
+from twistgate.http1_reader import _IDLE, _UNTIL_CLOSE, _ResponseReader
 from twistgate.http1_request import _Call, _RequestWriter
 from twistgate.sockets import tune_reads
 
@@ -56,9 +57,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         self._any_byte = False
         self._keep_alive = False
         self._left = 0
-        self._chunk_state = _SIZE
-        self._line = b""
-        self._trailers = 0
+        self._chunks: ChunkedDecoder | None = None
         self._sending_body = False
         self._body_left = 0
         self._chunked_body = False

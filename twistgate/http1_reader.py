@@ -16,10 +16,10 @@ from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from twistgate.http1_chunked import ChunkedDecoder, ChunkError
 from twistgate.http1_response import (
     _CONNECTION_CONTROL,
     _HEADERS_TABLE,
-    _HEX,
     _HTTP10,
     _HTTP11,
     _RESPONSE_DONE,
@@ -27,6 +27,7 @@ from twistgate.http1_response import (
     MAX_HEADERS,
     Response,
     _content_length,
+    _head_end,
     _lines,
     _name,
     _names,
@@ -35,8 +36,6 @@ from twistgate.http1_response import (
 
 # Parser states of a connection.
 _IDLE, _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(5)
-# Where a chunked body is: a chunk-size line, chunk data, the CRLF after it, the trailer section.
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
 
 class _ResponseReader:
@@ -92,20 +91,15 @@ class _ResponseReader:
         head = self._head + data if self._head else data
         if head[:5] != b"HTTP/"[: len(head)]:
             raise ParseError("not an HTTP response", head[:64])
-        start = self._scanned
-        crlf = head.find(b"\n\r\n", start)
-        lf = head.find(b"\n\n", start, crlf if crlf >= 0 else len(head))
-        if lf >= 0:
-            end, cut = (lf - 1 if head[lf - 1 : lf] == b"\r" else lf), lf + 2
-        elif crlf >= 0:
-            # The head's lines go to the parser without the CRLF that ends the last one.
-            end, cut = (crlf - 1 if head[crlf - 1 : crlf] == b"\r" else crlf), crlf + 3
-        else:
+        found = _head_end(head, self._scanned)
+        if found is None:
             if len(head) > MAX_HEAD:
                 raise ParseError("response head too long", head[:64])
             self._head = head
             self._scanned = max(len(head) - 2, 0)
             return b""
+        # The head's lines go to the parser without the line end of the last one.
+        end, cut = found
         if cut > MAX_HEAD:
             raise ParseError("response head too long", head[:64])
         self._head = b""
@@ -193,9 +187,7 @@ class _ResponseReader:
                 # RFC 9112 §6.3 item 3: chunked wins, and the connection is not reused.
                 keep_alive = False
             self._state = _CHUNKED
-            self._chunk_state = _SIZE
-            self._line = b""
-            self._trailers = 0
+            self._chunks = ChunkedDecoder(MAX_HEAD, MAX_HEADERS)
             length: int | str = UNKNOWN_LENGTH
         elif lengths is not None:
             length = _content_length(lengths)
@@ -222,52 +214,19 @@ class _ResponseReader:
         call.answered(response)
 
     def _chunks_received(self, data: bytes) -> None:
-        """Decode chunked body bytes (RFC 9112 §7.1); trailer fields are read and dropped."""
+        """Decode chunked body bytes; the connection is done with the body once it ends."""
         call = self._call
-        response = self._response
-        position = 0
-        size = len(data)
-        while position < size:
-            state = self._chunk_state
-            if state == _DATA:
-                take = min(self._left, size - position)
-                piece = data if take == size else data[position : position + take]
-                position += take
-                self._left -= take
-                if not self._left:
-                    self._chunk_state = _DATA_END
-                response._received(piece)
-                if self._call is not call or self._aborted:
-                    return
-                continue
-            newline = data.find(b"\n", position)
-            if newline < 0:
-                self._line += data[position:]
-                if len(self._line) > MAX_HEAD:
-                    raise ParseError("chunked body line too long", self._line[:64])
-                return
-            line = self._line + data[position:newline] if self._line else data[position:newline]
-            self._line = b""
-            position = newline + 1
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if state == _SIZE:
-                size_text = line.split(b";", 1)[0].strip(b" \t")
-                if _HEX.match(size_text) is None:
-                    raise ParseError("invalid chunk size", line[:64])
-                self._left = int(size_text, 16)
-                self._chunk_state = _DATA if self._left else _TRAILER
-            elif state == _DATA_END:
-                if line:
-                    raise ParseError("chunk data longer than its size", line[:64])
-                self._chunk_state = _SIZE
-            elif line:
-                self._trailers += 1
-                if self._trailers > MAX_HEADERS:
-                    raise ParseError("too many trailer fields", line[:64])
-            else:
-                self._complete(data[position:])
-                return
+        try:
+            rest = self._chunks.decode(data, self._chunk_received)
+        except ChunkError as problem:
+            raise ParseError(problem.message, problem.line) from None
+        if rest is not None and self._call is call and not self._aborted:
+            self._complete(rest)
+
+    def _chunk_received(self, piece: bytes) -> bool:
+        call = self._call
+        self._response._received(piece)
+        return self._call is call and not self._aborted
 
     def _complete(self, rest: bytes) -> None:
         """

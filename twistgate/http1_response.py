@@ -53,7 +53,6 @@ _HTTP11 = (b"HTTP", 1, 1)
 _HTTP10 = (b"HTTP", 1, 0)
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
 
 #: Received header name -> (the name as twisted's L{Headers} stores it, lower-cased name).
 _names: dict[bytes, tuple[bytes, bytes]] = {}
@@ -94,6 +93,21 @@ def _content_length(values: list[bytes]) -> int:
     if not length.isdigit() or len(length) > 18:
         raise ParseError("invalid Content-Length", length)
     return int(length)
+
+
+def _head_end(data: bytes, start: int) -> tuple[int, int] | None:
+    """
+    Where the head at the start of C{data} ends (searching from C{start}): the end of its last
+    line without its line end, and where what follows the head begins; L{None} if the head is not
+    whole yet. Lines may end with CRLF or a bare LF.
+    """
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start, crlf if crlf >= 0 else len(data))
+    if lf >= 0:
+        return (lf - 1 if data[lf - 1 : lf] == b"\r" else lf), lf + 2
+    if crlf >= 0:
+        return (crlf - 1 if data[crlf - 1 : crlf] == b"\r" else crlf), crlf + 3
+    return None
 
 
 def _lines(head: bytes) -> list[bytes]:

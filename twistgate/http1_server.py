@@ -33,7 +33,15 @@ from twisted.web.http_headers import Headers
 from twistgate.body import BodyAbandoned, StreamingBody
 from twistgate.exchange import Reply
 from twistgate.headers import new_request_id, request_id_for
-from twistgate.http1_response import _HEADERS_TABLE, _HEX, _TOKEN, _content_length, _name, _names
+from twistgate.http1_chunked import ChunkedDecoder, ChunkError
+from twistgate.http1_response import (
+    _HEADERS_TABLE,
+    _TOKEN,
+    _content_length,
+    _head_end,
+    _name,
+    _names,
+)
 from twistgate.http1_response import _lines as _head_lines
 from twistgate.respond import send_error
 from twistgate.server_request import GatewayRequest
@@ -50,14 +58,15 @@ MAX_HEAD = 32 * 1024
 #: The most header lines accepted in a request (trailer lines of a chunked body too).
 MAX_HEADERS = 200
 
+#: The longest chunk-size line accepted in a chunked request body.
+MAX_CHUNK_LINE = 4096
+
 #: Bytes of pipelined requests held while an earlier one is answered; past this the socket stops
 #: being read until the answer is complete.
 MAX_PENDING = 64 * 1024
 
 # What the connection is reading.
 _HEAD, _LENGTH, _CHUNKED, _WAITING, _CLOSED = range(5)
-# Where a chunked body is: a chunk-size line, chunk data, the CRLF after it, the trailer section.
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
 _VERSIONS = {b"HTTP/1.1": b"HTTP/1.1", b"HTTP/1.0": b"HTTP/1.0"}
 
@@ -91,9 +100,7 @@ class ServerConnection(Protocol):
     _paused = False
     _left = 0
     _received = 0
-    _chunk_state = _SIZE
-    _line = b""
-    _trailers = 0
+    _chunks: ChunkedDecoder | None = None
     _head_started: float | None = None
     _timer = None
     _host = None
@@ -177,20 +184,14 @@ class ServerConnection(Protocol):
                 self._unread = b""
                 return False
             data = stripped
-        start = self._scanned
-        crlf = data.find(b"\n\r\n", start)
-        lf = data.find(b"\n\n", start, crlf if crlf >= 0 else len(data))
-        if lf >= 0:
-            end, cut = (lf - 1 if data[lf - 1 : lf] == b"\r" else lf), lf + 2
-        elif crlf >= 0:
-            # The head's lines go to the parser without the line end of the last one.
-            end, cut = (crlf - 1 if data[crlf - 1 : crlf] == b"\r" else crlf), crlf + 3
-        else:
+        found = _head_end(data, self._scanned)
+        if found is None:
             if len(data) > MAX_HEAD:
                 raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
             self._unread = data
             self._scanned = max(len(data) - 2, 0)
             return False
+        end, cut = found
         if cut > MAX_HEAD:
             raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
         self._scanned = 0
@@ -284,9 +285,7 @@ class ServerConnection(Protocol):
             self._received = 0
             if length is None:
                 self._state = _CHUNKED
-                self._chunk_state = _SIZE
-                self._line = b""
-                self._trailers = 0
+                self._chunks = ChunkedDecoder(MAX_CHUNK_LINE, MAX_HEADERS)
             else:
                 self._state = _LENGTH
                 self._left = length
@@ -317,60 +316,24 @@ class ServerConnection(Protocol):
             self._body_complete()
 
     def _take_chunks(self) -> None:
-        """Decode chunked body bytes (RFC 9112 §7.1); trailer fields are read and dropped."""
-        data = self._unread
-        self._unread = b""
-        position = 0
-        size = len(data)
-        request = self.request
+        data, self._unread = self._unread, b""
+        try:
+            rest = self._chunks.decode(data, self._chunk_received)
+        except ChunkError as problem:
+            raise BadRequest(431 if problem.too_large else 400, problem.message) from None
+        if rest is not None:
+            self._unread = rest
+            self._body_complete()
+
+    def _chunk_received(self, piece: bytes) -> bool:
+        self._received += len(piece)
         max_body = self.factory.max_body
-        while position < size:
-            state = self._chunk_state
-            if state == _DATA:
-                take = min(self._left, size - position)
-                piece = data if take == size else data[position : position + take]
-                position += take
-                self._left -= take
-                if not self._left:
-                    self._chunk_state = _DATA_END
-                self._received += take
-                if self._received > max_body:
-                    raise BadRequest(
-                        413, "the request body is larger than the limit of %d bytes" % max_body
-                    )
-                request.body.feed(piece)
-                if self._state != _CHUNKED:
-                    return
-                continue
-            newline = data.find(b"\n", position)
-            if newline < 0:
-                self._line += data[position:]
-                if len(self._line) > 4096:
-                    raise BadRequest(400, "a chunk line is too long")
-                return
-            line = self._line + data[position:newline] if self._line else data[position:newline]
-            self._line = b""
-            position = newline + 1
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if state == _SIZE:
-                size_text = line.split(b";", 1)[0].strip(b" \t")
-                if _HEX.match(size_text) is None:
-                    raise BadRequest(400, "a chunk size is invalid")
-                self._left = int(size_text, 16)
-                self._chunk_state = _DATA if self._left else _TRAILER
-            elif state == _DATA_END:
-                if line:
-                    raise BadRequest(400, "chunk data is longer than its size")
-                self._chunk_state = _SIZE
-            elif line:
-                self._trailers += 1
-                if self._trailers > MAX_HEADERS:
-                    raise BadRequest(431, "too many trailer fields")
-            else:
-                self._unread = data[position:]
-                self._body_complete()
-                return
+        if self._received > max_body:
+            raise BadRequest(
+                413, "the request body is larger than the limit of %d bytes" % max_body
+            )
+        self.request.body.feed(piece)
+        return self._state == _CHUNKED
 
     def _body_complete(self) -> None:
         self._state = _WAITING
