@@ -368,15 +368,3 @@ def test_drain_closes_idle_connections_and_busy_ones_after_their_answer():
     assert drained.called and busy_transport.disconnecting
     assert b"Connection: close" in busy_transport.value()
 
-
-def test_the_peer_and_tls_are_asked_of_the_transport_once():
-    _, resource, channel, transport = connect(answer_ok)
-    calls = []
-    get_peer = transport.getPeer
-    transport.getPeer = lambda: calls.append(1) or get_peer()
-    for n in range(3):
-        channel.dataReceived(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
-        request = resource.requests[-1]
-        assert request.getClientAddress().host == "192.168.1.1"
-        assert request.isSecure() is False
-    assert len(calls) == 1

@@ -178,10 +178,16 @@ def test_each_head_on_a_keep_alive_connection_has_its_own_deadline():
 
 def test_a_channel_asks_the_transport_for_its_addresses_once():
     _, resource, channel, transport = connect()
+    host = transport.getHost()
     calls = []
-    get_host = transport.getHost
-    transport.getHost = lambda: calls.append(1) or get_host()
+    for name in ("getHost", "getPeer"):
+        original = getattr(transport, name)
+        setattr(transport, name, lambda original=original: calls.append(1) or original())
     for n in range(3):
         channel.dataReceived(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
-        resource.requests[-1].finish()
-    assert len(resource.requests) == 3 and len(calls) <= 1
+        request = resource.requests[-1]
+        assert request.getHost() == host
+        assert request.getClientAddress().host == "192.168.1.1"
+        assert request.isSecure() is False
+        request.finish()
+    assert len(resource.requests) == 3 and len(calls) == 2  # once each
