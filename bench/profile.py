@@ -192,20 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     venv = processes.prepare_twistgate_venv("venv-cpython", python)
     py_spy = ensure_py_spy(venv)
     args.out.mkdir(parents=True, exist_ok=True)
-    run_dir = processes.WORK / "runs" / ("profile-" + time.strftime("%Y%m%dT%H%M%S"))
-    scenario = scenarios.SCENARIOS[args.scenario]
-    headers = ({"Authorization": "Bearer " + scenarios.hs256_token(scenarios.JWT_SECRET)}
-               if scenario.token else {})
     with Processes() as running:
-        run = scenarios.Run(running, anchors, run_dir, scenarios.Settings(), {"cpython": venv},
-                            None, references=False, tree=tree)
-        upstream = run.start_upstream()
-        port = processes.free_port()
-        config = run_dir / "gw.ini"
-        config.write_text(scenarios.twistgate_config(scenario, port, upstream.port))
-        server = processes.twistgate("twistgate-cpython", venv, config, port, run_dir, tree)
-        running.start(server, scenarios.PATH, timeout=60, headers=headers)
-        url = server.url + scenarios.PATH
+        server, url, headers = start_gateway(running, args, anchors, "cpython", venv, tree)
         say("warm-up %gs, then without the profiler for %gs" % (args.warmup, args.duration))
         wrk.run(url, args.warmup, args.connections, 1, headers)
         baseline = wrk.run(url, args.duration, args.connections, 1, headers)
@@ -242,6 +230,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def start_gateway(running: Processes, args, anchors: Path, interpreter: str, venv: Path,
+                  tree: Path, prefix: list[str] = ()) -> tuple:
+    """
+    The nginx upstream and twistgate in front of it (twistd's command after C{prefix}), for the
+    chosen scenario: (the twistd server, the URL to load, the request headers to send).
+    """
+    run_dir = processes.WORK / "runs" / (
+        "profile-%s-%s" % (interpreter, time.strftime("%Y%m%dT%H%M%S")))
+    scenario = scenarios.SCENARIOS[args.scenario]
+    headers = ({"Authorization": "Bearer " + scenarios.hs256_token(scenarios.JWT_SECRET)}
+               if scenario.token else {})
+    run = scenarios.Run(running, anchors, run_dir, scenarios.Settings(), {interpreter: venv},
+                        None, references=False, tree=tree)
+    upstream = run.start_upstream()
+    port = processes.free_port()
+    config = run_dir / "gw.ini"
+    config.write_text(scenarios.twistgate_config(scenario, port, upstream.port))
+    server = processes.twistgate("twistgate-" + interpreter, venv, config, port, run_dir, tree)
+    server.argv = list(prefix) + server.argv
+    running.start(server, scenarios.PATH, timeout=60, headers=headers)
+    return server, server.url + scenarios.PATH, headers
+
+
 def describe_code(args, state: dict) -> str:
     return "twistgate code: %s %s (%s)%s" % (
         "commit" if args.rev else "work tree at", (state.get("commit") or "?")[:10],
@@ -258,26 +269,13 @@ def profile_pypy(args, tree: Path, state: dict, anchors: Path) -> int:
     venv = processes.prepare_twistgate_venv("venv-pypy", pypy)
     ensure_vmprof(venv)
     args.out.mkdir(parents=True, exist_ok=True)
-    run_dir = processes.WORK / "runs" / ("profile-pypy-" + time.strftime("%Y%m%dT%H%M%S"))
-    scenario = scenarios.SCENARIOS[args.scenario]
-    headers = ({"Authorization": "Bearer " + scenarios.hs256_token(scenarios.JWT_SECRET)}
-               if scenario.token else {})
     name = "profile-pypy-%s%s" % (args.scenario, "-" + args.rev if args.rev else "")
     profile = args.out / (name + ".vmprof")
     warmup = max(args.warmup, 10.0)
     with Processes() as running:
-        run = scenarios.Run(running, anchors, run_dir, scenarios.Settings(), {"pypy": venv},
-                            None, references=False, tree=tree)
-        upstream = run.start_upstream()
-        port = processes.free_port()
-        config = run_dir / "gw.ini"
-        config.write_text(scenarios.twistgate_config(scenario, port, upstream.port))
-        server = processes.twistgate("twistgate-pypy", venv, config, port, run_dir, tree)
         # venv/bin/twistd is a Python script: vmprof runs it as its program.
-        server.argv = [str(venv / "bin" / "python"), "-m", "vmprof", "-o", str(profile)] + (
-            server.argv)
-        running.start(server, scenarios.PATH, timeout=60, headers=headers)
-        url = server.url + scenarios.PATH
+        vmprof = [str(venv / "bin" / "python"), "-m", "vmprof", "-o", str(profile)]
+        server, url, headers = start_gateway(running, args, anchors, "pypy", venv, tree, vmprof)
         say("warm-up %gs, then %gs of load, all under vmprof" % (warmup, args.duration))
         wrk.run(url, warmup, args.connections, 1, headers)
         under = wrk.run(url, args.duration, args.connections, 1, headers)
