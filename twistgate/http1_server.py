@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import ParseError
@@ -404,7 +404,7 @@ class ServerConnection(Protocol):
         self._unread = b""
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._state = _CLOSED
         self._unread = b""
         timer, self._timer = self._timer, None
