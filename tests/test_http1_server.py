@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -368,3 +370,55 @@ def test_drain_closes_idle_connections_and_busy_ones_after_their_answer():
     assert drained.called and busy_transport.disconnecting
     assert b"Connection: close" in busy_transport.value()
 
+
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+
+
+@st.composite
+def pipelined_requests(draw):
+    """Requests (method, path, header, body, chunked) and their bytes on the wire, pipelined."""
+    requests = []
+    wire = b""
+    for _ in range(draw(st.integers(min_value=1, max_value=5))):
+        method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE"]))
+        path = b"/" + draw(_token).encode()
+        value = draw(st.binary(max_size=20).map(lambda b: bytes(c for c in b if 0x21 <= c < 0x7f)))
+        body = draw(st.binary(max_size=200)) if method in (b"POST", b"PUT") else b""
+        chunked = bool(body) and draw(st.booleans())
+        head = b"%s %s HTTP/1.1\r\nHost: x\r\nX-Value: %s\r\n" % (method, path, value)
+        if chunked:
+            cut = len(body) // 2
+            pieces = [piece for piece in (body[:cut], body[cut:]) if piece]
+            encoded = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+            wire += head + b"Transfer-Encoding: chunked\r\n\r\n" + encoded
+        else:
+            wire += head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        requests.append((method, path, value, body))
+    return requests, wire
+
+
+@given(pipelined_requests(), st.lists(st.integers(min_value=1, max_value=60), max_size=30))
+def test_pipelined_requests_split_anywhere_are_read_the_same(generated, cuts):
+    requests, wire = generated
+    seen = []
+
+    def record(request):
+        chunks = []
+        consumer = type("Consumer", (), {"write": lambda self, data: chunks.append(data)})()
+        value = request.requestHeaders.getRawHeaders(b"x-value", [b""])[0]
+        seen.append((request.method, request.path, value, chunks))
+        if request.body is None:
+            request.finish()
+        else:  # answered once the whole body has arrived, as an upstream would
+            request.body.startProducing(consumer).addCallback(lambda _: request.finish())
+
+    _, _, channel, transport = connect(record)
+    position = 0
+    for size in cuts:
+        channel.dataReceived(wire[position:position + size])
+        position += size
+    channel.dataReceived(wire[position:])
+    assert [(m, p, v, b"".join(c)) for m, p, v, c in seen] == requests
+    assert len(responses(transport.value())) == len(requests)
+    assert not transport.disconnecting
