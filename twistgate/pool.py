@@ -156,6 +156,12 @@ class UpstreamPool:
         """
         return self._pick(self._clock.seconds(), exclude, client_ip)
 
+    def _candidates(self, now: float, exclude: Collection[TargetState]) -> list[TargetState]:
+        """The targets that may take a request at ``now`` and that this request has not tried."""
+        if exclude:
+            return [s for s in self.targets if s.available(now) and s not in exclude]
+        return [s for s in self.targets if s.available(now)]
+
     def _pick_round_robin(
         self, now: float, exclude: Collection[TargetState], client_ip: str | None
     ) -> TargetState | None:
@@ -169,9 +175,7 @@ class UpstreamPool:
         # idle targets do not all lose to the first one in the list.
         low_flight = -1
         low_weight = 1
-        for state in self.targets:
-            if not state.healthy or now < state.out_until or (exclude and state in exclude):
-                continue
+        for state in self._candidates(now, exclude):
             if low_flight < 0 or state.in_flight * low_weight < low_flight * state.weight:
                 low_flight = state.in_flight
                 low_weight = state.weight
@@ -199,33 +203,16 @@ class UpstreamPool:
         shares, every target's wins track the sum of its shares, so the others stay exact
         among themselves; targets left out keep their current weight untouched.
         """
-        total = 0
-        count = 0
-        only = None
-        for state in self.targets:
-            if (
-                not state.healthy
-                or now < state.out_until
-                or (exclude and state in exclude)
-                or (flight >= 0 and state.in_flight * weight != flight * state.weight)
-            ):
-                continue
-            total += state.weight
-            count += 1
-            only = state
-        if count <= 1:
+        candidates = self._candidates(now, exclude)
+        if flight >= 0:
+            candidates = [s for s in candidates if s.in_flight * weight == flight * s.weight]
+        if len(candidates) <= 1:
             # a lone candidate would grow by the full total and pay it back: no change
-            return only
+            return candidates[0] if candidates else None
+        total = sum(state.weight for state in candidates)
         full = self._total_weight
         best: TargetState | None = None
-        for state in self.targets:
-            if (
-                not state.healthy
-                or now < state.out_until
-                or (exclude and state in exclude)
-                or (flight >= 0 and state.in_flight * weight != flight * state.weight)
-            ):
-                continue
+        for state in candidates:
             if total == full:
                 state._current += state.weight
             else:
@@ -242,11 +229,7 @@ class UpstreamPool:
         # The power of two choices: two distinct candidates drawn at random by weight, the less
         # loaded one wins (the first drawn on a tie).  Nearly as even as least_conn, without
         # every gateway process herding onto the same idle target.
-        candidates = [
-            state
-            for state in self.targets
-            if state.healthy and now >= state.out_until and not (exclude and state in exclude)
-        ]
+        candidates = self._candidates(now, exclude)
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         total = 0
@@ -272,9 +255,7 @@ class UpstreamPool:
         client = crc32(client_ip.encode("utf-8", "surrogateescape"))
         best = None
         best_score = -1.0
-        for state in self.targets:
-            if not state.healthy or now < state.out_until or (exclude and state in exclude):
-                continue
+        for state in self._candidates(now, exclude):
             unit = ((_mix(client ^ state._hash_seed) >> 11) + 0.5) / _TWO_53
             score = -state.weight / math.log(unit)
             if score > best_score:
