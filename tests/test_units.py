@@ -13,6 +13,7 @@ from twistgate.units import (
     format_size,
     parse_bool,
     parse_duration,
+    parse_positive_duration,
     parse_rate,
     parse_size,
 )
@@ -169,3 +170,9 @@ def test_format_size_examples():
     assert format_size(10 * 1024 * 1024) == "10MB"
     assert format_size(1536) == "1536B"
     assert format_size(1024**3) == "1GB"
+
+
+def test_a_positive_duration_is_longer_than_zero():
+    assert parse_positive_duration("250ms") == 0.25
+    with pytest.raises(ValueError, match="'0s' must be longer than 0"):
+        parse_positive_duration("0s")

@@ -92,18 +92,10 @@ def parse_claim(text: str) -> tuple[str, object]:
     return key, value
 
 
-def parse_ttl(text: str) -> float:
-    """A token lifetime: a duration longer than zero."""
-    seconds = units.parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"'{text}' must be longer than 0")
-    return seconds
-
-
 def token(args: argparse.Namespace) -> int:
     """Print the token the ``token`` arguments ask for; a bad value is one line on stderr, 2."""
     try:
-        ttl = parse_ttl(args.ttl)
+        ttl = units.parse_positive_duration(args.ttl)
     except ValueError as e:
         print(f"python -m twistgate token: --ttl: {e}", file=sys.stderr)
         return 2

@@ -116,6 +116,14 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def parse_positive_duration(text: str) -> float:
+    """A duration longer than zero (timeouts, intervals, lifetimes)."""
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"'{text}' must be longer than 0")
+    return seconds
+
+
 def parse_size(text: str) -> int:
     """
     Parse a size such as ``512KB``, ``10MB``, ``1GB``, ``100B`` or a bare integer into bytes.

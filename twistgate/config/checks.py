@@ -42,11 +42,11 @@ from twistgate.config.values import (
     _parse_network,
     _parse_prefix,
     _parse_route_template,
-    _positive_duration,
     _suggest,
     _template_names,
     parse_target,
 )
+from twistgate.units import parse_positive_duration as _positive_duration
 
 
 class _SectionChecks:

@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from twistgate import units
 from twistgate.config.model import Target
 
 _SECTIONS = ("gateway", "status", "store")
@@ -191,13 +190,6 @@ def _parse_count(text: str) -> int:
     if not _DIGITS.match(text):
         raise ValueError(f"'{text}' is not a whole number (0 or more)")
     return int(text)
-
-
-def _positive_duration(text: str) -> float:
-    seconds = units.parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"'{text}' must be longer than 0")
-    return seconds
 
 
 def _parse_method(text: str) -> str:
