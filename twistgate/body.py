@@ -10,6 +10,8 @@ and TCP pushes back on the client.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.python.failure import Failure
@@ -21,7 +23,24 @@ HIGH_WATER = 64 * 1024
 
 
 class BodyAbandoned(Exception):
-    """The client stopped sending the body (went away, or sent too much)."""
+    """
+    The body will not be complete, and why: what the client gets, and whose fault it is.
+
+    A client's own fault (a malformed or oversized body, a stall, a hang-up) is never counted
+    against the upstream target the body was on its way to (SPEC 3): the proxy tells it apart by
+    this exception inside the upstream request's failure.
+
+    @ivar status: the answer the client gets: 400 (malformed framing), 413 (over C{max_body}),
+        408 (stalled longer than C{idle_timeout}), 499 (the client went away: nobody to answer).
+    @ivar client_fault: L{False} when the body stopped because of the upstream side (it stopped
+        taking the body for longer than C{idle_timeout}), which then counts against the target.
+    """
+
+    def __init__(self, message: str, status: int = 499, client_fault: bool = True):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.client_fault = client_fault
 
 
 @implementer(IBodyProducer)
@@ -33,6 +52,7 @@ class StreamingBody:
         body (the upstream then receives it chunked too).
     @ivar started: whether an upstream consumer has begun taking the body; a request whose body
         was started cannot be retried on another target.
+    @ivar sent: whether the whole body has been handed to the upstream connection.
     """
 
     def __init__(self, client: IPushProducer, length: int | None):
@@ -48,6 +68,8 @@ class StreamingBody:
         self._client_paused = False
         self._upstream_paused = False
         self._stopped = False
+        self._sent_callbacks: list[Callable[[], object]] | None = None
+        self.sent = False
 
     # The client side: site.py feeds what arrives.
 
@@ -63,6 +85,23 @@ class StreamingBody:
         if self._buffered >= HIGH_WATER:
             self._pause_client()
 
+    @property
+    def holding_client(self) -> bool:
+        """
+        Whether the client is paused because the upstream side cannot take more yet (no
+        connection, or one that reads slowly): while it is, a silent client is not stalling.
+        """
+        return self._client_paused
+
+    def when_sent(self, callback: Callable[[], object]) -> None:
+        """Call C{callback} once the whole body has been handed to the upstream connection."""
+        if self.sent:
+            callback()
+        elif self._sent_callbacks is None:
+            self._sent_callbacks = [callback]
+        else:
+            self._sent_callbacks.append(callback)
+
     def end(self) -> None:
         """The client sent the whole body."""
         self._complete = True
@@ -74,6 +113,7 @@ class StreamingBody:
         if self._complete or self._failure is not None:
             return
         self._failure = reason if isinstance(reason, Failure) else Failure(reason)
+        self._sent_callbacks = None
         self._buffer = []
         self._buffered = 0
         if self._done is not None:
@@ -125,7 +165,12 @@ class StreamingBody:
     def _finish(self) -> None:
         if self._done is not None:
             done, self._done = self._done, None
+            self.sent = True
+            callbacks, self._sent_callbacks = self._sent_callbacks, None
             done.callback(None)
+            if callbacks:
+                for callback in callbacks:
+                    callback()
 
     def _pause_client(self) -> None:
         if not self._client_paused:

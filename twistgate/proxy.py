@@ -25,6 +25,7 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
+from twistgate.body import BodyAbandoned
 from twistgate.deadlines import Deadlines
 from twistgate.exchange import Exchange, Reply
 from twistgate.headers import HOP_BY_HOP, TrustedProxies, copy_end_to_end, remove_hop_by_hop
@@ -166,12 +167,23 @@ class _Attempts:
         client = self.upstream.client
         if self.target_host:
             self.headers.setRawHeaders(b"Host", [client.host_value(state.target)])
+        body = exchange.body
         d = client.request(
-            exchange.method, state.target, exchange.upstream_path, self.headers, exchange.body
+            exchange.method, state.target, exchange.upstream_path, self.headers, body
         )
         self.current = d
-        self.deadline = self.forwarder.deadlines.watch(self)
+        # request_timeout is the target's time to answer once it has the whole request (SPEC 3):
+        # a client that uploads slowly is the client's time, bounded by idle_timeout.
+        if body is None or body.sent:
+            self.deadline = self.forwarder.deadlines.watch(self)
+        else:
+            body.when_sent(self._request_sent)
         d.addCallbacks(self._answered, self._failed, (state,), None, (state,), None)
+
+    def _request_sent(self) -> None:
+        """The whole request body has reached the target's connection: its clock starts."""
+        if self.current is not None:
+            self.deadline = self.forwarder.deadlines.watch(self)
 
     def _record(self, state, outcome: str) -> None:
         """Note on the exchange which target was tried and how it went (metrics, access log)."""
@@ -210,12 +222,25 @@ class _Attempts:
         self.forwarder.deadlines.release(self, self.deadline)
         pool = self.upstream.pool
         pool.release(state)
+        timeout = self.forwarder._request_timeout
+        late = "the upstream did not answer within %gs" % (timeout,)
         if self.timed_out:
             # Whatever the cancelled request failed with, the cause was the deadline.
             self.timed_out = False
-            timeout = self.forwarder._request_timeout
-            failure = Failure(TimeoutError("no answer within %gs" % timeout))
-        elif self.client_gone or failure.check(CancelledError):
+            failure = Failure(TimeoutError(late))
+        else:
+            abandoned = _abandoned_body(failure)
+            if abandoned is not None and abandoned.client_fault:
+                # The client broke its own body (malformed, too large, stalled, hung up): the
+                # target did nothing wrong, and the client gets the answer for what it did.
+                self._record(state, "client")
+                self._answer(Reply.error(abandoned.status, abandoned.message))
+                return
+            if abandoned is not None:
+                # The target stopped taking the body: as late as one that does not answer.
+                late = abandoned.message
+                failure = Failure(TimeoutError(late))
+        if self.client_gone or failure.check(CancelledError):
             self._record(state, "cancelled")
             # Nobody will read this answer; 499 (as nginx logs it) keeps it from counting
             # against the upstream.
@@ -225,17 +250,8 @@ class _Attempts:
         target = state.target.url
         if failure.check(TimeoutError):
             self._record(state, "timeout")
-            log.warn(
-                "target {target} did not answer within {timeout}s",
-                target=target,
-                timeout=self.forwarder._request_timeout,
-            )
-            self._answer(
-                Reply.error(
-                    504,
-                    "the upstream did not answer within %gs" % self.forwarder._request_timeout,
-                )
-            )
+            log.warn("target {target}: {problem}", target=target, problem=late)
+            self._answer(Reply.error(504, late))
             return
         reason = _describe(failure)
         log.warn("target {target} failed: {reason}", target=target, reason=reason)
@@ -272,6 +288,16 @@ class _Attempts:
         self.client_gone = True
         if self.current is not None:
             self.current.cancel()
+
+
+def _abandoned_body(failure: Failure) -> BodyAbandoned | None:
+    """The L{BodyAbandoned} that made an upstream request fail, if that is what did."""
+    if failure.check(BodyAbandoned):
+        return failure.value
+    for reason in getattr(failure.value, "reasons", None) or ():
+        if isinstance(reason, Failure) and reason.check(BodyAbandoned):
+            return reason.value
+    return None
 
 
 def _is_parse_error(failure: Failure) -> bool:

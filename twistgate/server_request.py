@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
+from twistgate.body import BodyAbandoned
 from twistgate.http1_response import _HEADERS_TABLE
 from twistgate.sockets import write_now
 
@@ -193,7 +194,7 @@ class GatewayRequest:
         self._disconnected = True
         body = self.body
         if body is not None:
-            body.fail(reason)
+            body.fail(BodyAbandoned("the client went away: %s" % (reason.getErrorMessage(),)))
         waiters, self._finish_waiters = self._finish_waiters, None
         if waiters:
             for d in waiters:
