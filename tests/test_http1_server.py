@@ -12,6 +12,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from twistgate.body import BodyAbandoned
 from twistgate.http1_server import MAX_HEAD, MAX_PENDING
 from twistgate.site import GatewaySite
 
@@ -422,3 +423,170 @@ def test_pipelined_requests_split_anywhere_are_read_the_same(generated, cuts):
     assert [(m, p, v, b"".join(c)) for m, p, v, c in seen] == requests
     assert len(responses(transport.value())) == len(requests)
     assert not transport.disconnecting
+
+
+def test_a_body_that_stalls_past_idle_timeout_gets_408_and_the_connection_closes():
+    clock, resource, channel, transport = connect(idle_timeout=5)
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    request = resource.requests[0]
+    failures = []
+    request.body.startProducing(type("C", (), {"write": lambda self, data: None})()).addErrback(
+        failures.append
+    )
+    clock.advance(4.9)
+    assert transport.value() == b""
+    clock.advance(0.2)
+    ((code, headers, body),) = responses(transport.value())
+    assert code == 408 and json.loads(body)["status"] == 408
+    assert headers[b"connection"] == [b"close"] and transport.disconnecting
+    (failure,) = failures
+    assert failure.check(BodyAbandoned) and failure.value.status == 408
+    assert failure.value.client_fault
+
+
+def test_a_body_held_back_for_the_upstream_is_not_a_stall_of_the_client():
+    clock, resource, channel, transport = connect(idle_timeout=5)
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    request = resource.requests[0]
+    failures = []
+    request.body.startProducing(type("C", (), {"write": lambda self, data: None})()).addErrback(
+        failures.append
+    )
+    request.body.pauseProducing()  # the upstream connection cannot take more
+    assert transport.producerState == "paused"
+    clock.advance(4)
+    request.body.resumeProducing()  # the client's idle clock starts again from here
+    assert transport.producerState == "producing"
+    clock.advance(4)
+    assert transport.value() == b"" and failures == []
+    request.body.pauseProducing()
+    clock.advance(5.1)
+    # Held back for idle_timeout: the upstream stopped taking the body, not the client.
+    assert transport.value() == b""
+    (failure,) = failures
+    assert failure.value.status == 504 and not failure.value.client_fault
+    request.setResponseCode(504)
+    request.finish()
+    assert responses(transport.value())[0][0] == 504 and transport.disconnecting
+
+
+def test_a_client_that_leaves_mid_body_fails_it_as_its_own_fault():
+    _, resource, channel, transport = connect()
+    channel.dataReceived(b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    request = resource.requests[0]
+    failures = []
+    request.body.startProducing(type("C", (), {"write": lambda self, data: None})()).addErrback(
+        failures.append
+    )
+    channel.connectionLost(Failure(ConnectionLost()))
+    (failure,) = failures
+    assert failure.value.status == 499 and failure.value.client_fault
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /\r\n",  # HTTP/0.9: no version
+        b"GET / HTTP/1.1\r",  # a bare CR ...
+        b"GET / HTTP/1.1\rHost: x",
+        b"GET / HTTP/1.1\r\nHost: x\rX-A: 1",
+        b"GET/ HTTP/1.1\r\n",
+        b"GET /a b HTTP/1.1\r\n",
+    ],
+)
+def test_a_head_that_cannot_become_a_request_is_refused_at_once(data):
+    clock, resource, channel, transport = connect()
+    channel.dataReceived(data)
+    if data.endswith(b"\r"):
+        assert transport.value() == b""  # a CR at the end may yet be followed by LF
+        channel.dataReceived(b"X")
+    (response,) = responses(transport.value())
+    assert response[0] == 400 and transport.disconnecting
+    assert resource.requests == []
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"Host: a\r\nHost: a\r\n", b"Host: a b\r\n", b"Host: a/b\r\n", b"Host: [::1\r\n",
+     b"Host: a:80x\r\n", b"Host: a@b\r\n"],
+)
+def test_two_host_fields_or_an_invalid_one_get_400(host):
+    _, resource, channel, transport = connect()
+    channel.dataReceived(b"GET / HTTP/1.1\r\n" + host + b"\r\n")
+    assert responses(transport.value())[0][0] == 400 and resource.requests == []
+
+
+@pytest.mark.parametrize("host", [b"a", b"a.example:8080", b"[::1]:80", b"127.0.0.1", b""])
+def test_valid_hosts_are_accepted(host):
+    _, resource, channel, transport = connect()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert resource.requests[0].requestHeaders.getRawHeaders(b"host") == [host]
+
+
+def test_the_authority_of_an_absolute_form_target_wins_over_host():
+    _, resource, channel, transport = connect()
+    channel.dataReceived(
+        b"GET HTTP://api.example:8080/users/7?x=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+    )
+    (request,) = resource.requests
+    assert request.uri == b"/users/7?x=1" and request.path == b"/users/7"
+    assert request.requestHeaders.getRawHeaders(b"host") == [b"api.example:8080"]
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://user@a.example/", b"ftp://a.example/", b"http:///x", b"users"]
+)
+def test_an_absolute_form_target_that_is_not_http_is_refused(target):
+    _, resource, channel, transport = connect()
+    channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert responses(transport.value())[0][0] == 400 and resource.requests == []
+
+
+#: What the listener may answer a client that sends nonsense (docs/security.md).
+_DOCUMENTED = {400, 413, 431, 501, 505}
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=1, max_value=40), max_size=10))
+def test_arbitrary_bytes_get_a_documented_refusal_or_a_request_never_an_exception(data, cuts):
+    _, resource, channel, transport = connect(answer_ok, max_body=50)
+    position = 0
+    for size in cuts + [len(data)]:
+        channel.dataReceived(data[position:position + size])
+        position += size
+    for code, _, _ in responses(transport.value()):
+        assert code == 200 or code in _DOCUMENTED
+
+
+@given(
+    st.sampled_from([b"GET", b"POST", b"DELETE", b"PATCH"]),
+    st.lists(st.tuples(st.sampled_from([b"X-A", b"accept", b"Cookie", b"X-Long-Name-Here"]),
+                       st.binary(max_size=30).map(
+                           lambda b: bytes(c for c in b if 0x21 <= c < 0x7f))), max_size=8),
+    st.binary(max_size=100),
+    st.integers(min_value=0, max_value=400),
+)
+def test_a_valid_request_split_at_any_point_parses_the_same(method, fields, body, cut):
+    head = b"%s /p?q=1 HTTP/1.1\r\nHost: h\r\n" % method
+    head += b"".join(b"%s: %s\r\n" % field for field in fields)
+    wire = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def parsed(pieces):
+        seen = []
+
+        def record(request):
+            chunks = []
+            seen.append((request.method, request.uri,
+                         sorted(request.requestHeaders.getAllRawHeaders()), chunks))
+            if request.body is not None:
+                consumer = type("C", (), {"write": lambda self, data: chunks.append(data)})()
+                request.body.startProducing(consumer)
+
+        _, _, channel, _ = connect(record)
+        for piece in pieces:
+            channel.dataReceived(piece)
+        return [(m, u, h, b"".join(c)) for m, u, h, c in seen]
+
+    cut = min(cut, len(wire))
+    whole = parsed([wire])
+    assert whole and whole[0][3] == body
+    assert parsed([wire[:cut], wire[cut:]]) == whole

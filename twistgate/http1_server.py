@@ -21,6 +21,7 @@ C{Content-Length} or chunked) to a L{StreamingBody} while it arrives:
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import ISSLTransport
@@ -106,6 +107,8 @@ class ServerConnection(Protocol):
     _host = None
     _peer = None
     _secure: bool | None = None
+    _body_held = False
+    _line_checked = False
 
     def connectionMade(self) -> None:
         site = self.factory
@@ -164,7 +167,8 @@ class ServerConnection(Protocol):
                 elif state == _WAITING:
                     if len(self._unread) > MAX_PENDING and not self._paused:
                         self._paused = True
-                        self.transport.pauseProducing()
+                        if not self._body_held:
+                            self.transport.pauseProducing()
                     break
                 else:
                     self._unread = b""
@@ -188,6 +192,7 @@ class ServerConnection(Protocol):
         if found is None:
             if len(data) > MAX_HEAD:
                 raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
+            self._check_partial_head(data)
             self._unread = data
             self._scanned = max(len(data) - 2, 0)
             return False
@@ -195,10 +200,25 @@ class ServerConnection(Protocol):
         if cut > MAX_HEAD:
             raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
         self._scanned = 0
+        self._line_checked = False
         self._unread = data[cut:]
         self._head_started = None
         self._start_request(data[:end])
         return True
+
+    def _check_partial_head(self, data: bytes) -> None:
+        """
+        Refuse at once what can never become a head, instead of waiting for header_timeout: a
+        request line that is not one (an HTTP/0.9 request has no version), or a bare CR.
+        """
+        start = self._scanned - 1 if self._scanned else 0
+        if _bare_cr(data, start):
+            raise BadRequest(400, "a line of the request head ends with a bare CR")
+        if not self._line_checked:
+            end = data.find(b"\n")
+            if end >= 0:
+                _request_line(data[:end - 1] if data[end - 1:end] == b"\r" else data[:end])
+                self._line_checked = True
 
     def _start_request(self, head: bytes) -> None:
         """Make a request of a whole head, and hand it to the site."""
@@ -211,8 +231,7 @@ class ServerConnection(Protocol):
         if len(lines) > MAX_HEADERS + 1:
             raise BadRequest(431, "the request has more than %d header lines" % MAX_HEADERS)
         table: dict[bytes, list[bytes]] = {}
-        lengths = codings = connection = expect = None
-        host = False
+        lengths = codings = connection = expect = host = None
         names = _names
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -233,7 +252,11 @@ class ServerConnection(Protocol):
             elif lower == b"connection":
                 connection = [value] if connection is None else connection + [value]
             elif lower == b"host":
-                host = True
+                if host is not None:
+                    raise BadRequest(400, "a request may have only one Host header")
+                if _HOST.match(value) is None:
+                    raise BadRequest(400, "the Host header is not a valid host")
+                host = value
             elif lower == b"expect":
                 expect = value
             values = table.get(stored)
@@ -241,8 +264,14 @@ class ServerConnection(Protocol):
                 table[stored] = [value]
             else:
                 values.append(value)
+        if uri[:1] != b"/" and uri != b"*" and method != b"CONNECT":
+            # Absolute form: the URI's authority wins over any Host (RFC 9112 §3.2.2), and the
+            # rest of the gateway sees the request as if it came in origin form.
+            authority, uri = _absolute_form(uri)
+            table[(_names.get(b"Host") or _name(b"Host"))[0]] = [authority]
+            host = authority
         if version == b"HTTP/1.1":
-            if not host:
+            if host is None:
                 raise BadRequest(400, "an HTTP/1.1 request must have a Host header")
             if connection is not None and _has_token(connection, b"close"):
                 self.persistent = False
@@ -281,7 +310,7 @@ class ServerConnection(Protocol):
                     "the request body is larger than the limit of %d bytes" % site.max_body,
                     headers,
                 )
-            body = StreamingBody(self.transport, length)
+            body = StreamingBody(self, length)
             self._received = 0
             if length is None:
                 self._state = _CHUNKED
@@ -367,8 +396,29 @@ class ServerConnection(Protocol):
             self._head_started = self._last_active
         if self._paused:
             self._paused = False
-            self.transport.resumeProducing()
+            if not self._body_held:
+                self.transport.resumeProducing()
         self._run()
+
+    # The request body's flow control: L{StreamingBody} pauses the client through these while the
+    # upstream side cannot take more. Time spent so is not the client's: its idle clock restarts
+    # when it may send again.
+
+    def pauseProducing(self) -> None:
+        if not self._body_held:
+            self._body_held = True
+            if not self._paused:
+                self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._body_held:
+            self._body_held = False
+            self._last_active = self.factory.clock.seconds()
+            if not self._paused:
+                self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
 
     def _refuse(self, status: int, message: str, headers: Headers | None = None) -> None:
         """
@@ -379,12 +429,15 @@ class ServerConnection(Protocol):
         self._state = _CLOSED
         self._unread = b""
         self.persistent = False
-        if request is not None and request.body is not None:
-            request.body.fail(BodyAbandoned(message))
-        if request is not None and not request.startedWriting:
-            send_error(request, status, message, close=True)
-            return
         if request is not None:
+            if request.body is not None:
+                # The proxy, if the body was on its way upstream, answers for it at once.
+                request.body.fail(BodyAbandoned(message, status))
+            if request.finished:
+                return
+            if not request.startedWriting:
+                send_error(request, status, message, close=True)
+                return
             # An answer is already on its way: cutting the connection is all that is left.
             self.transport.abortConnection()
             return
@@ -447,7 +500,10 @@ class ServerConnection(Protocol):
         due = self._due()
         now = site.clock.seconds()
         if due is not None and due <= now:
-            if self._state == _HEAD and self._head_started is not None:
+            if self._state != _HEAD:
+                self._body_stalled()
+                return
+            if self._head_started is not None:
                 log.info(
                     "closing a client that sent no complete request head in time: {peer}",
                     peer=str(self.peer()),
@@ -458,6 +514,32 @@ class ServerConnection(Protocol):
         period = min(t for t in (site.header_timeout, site.idle_timeout, 3600.0) if t)
         wait = period if due is None else min(due - now, period)
         self._timer = site.clock.callLater(wait, self._timer_fired)
+
+
+    def _body_stalled(self) -> None:
+        """
+        No byte of the request body for C{idle_timeout}. When the client was free to send, it
+        stalled: 408, and the connection closes. When the gateway was holding it back because
+        the upstream took nothing more, the upstream stalled: the body fails as the upstream's
+        fault and the proxy answers for it.
+        """
+        site = self.factory
+        request = self.request
+        if not self._body_held or request is None or request.body is None:
+            self._refuse(
+                408, "the request body stalled for longer than %gs" % (site.idle_timeout,)
+            )
+            return
+        self._state = _CLOSED
+        self._unread = b""
+        self.persistent = False
+        request.body.fail(
+            BodyAbandoned(
+                "the upstream took no more of the request body for %gs" % (site.idle_timeout,),
+                504,
+                client_fault=False,
+            )
+        )
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
@@ -474,6 +556,37 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     if not uri or _TOKEN.match(method) is None:
         raise BadRequest(400, "the request line is malformed")
     return method, uri, version
+
+
+#: A Host value: uri-host [":" port] (RFC 9112 §3.2, RFC 3986 §3.2.2); an IP literal in
+#: brackets or a reg-name, which may be empty.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?\Z")
+
+_ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)([^#]*)\Z")
+
+
+def _absolute_form(uri: bytes) -> tuple[bytes, bytes]:
+    """The authority and the origin-form target of an absolute-form request target."""
+    found = _ABSOLUTE.match(uri)
+    if found is None:
+        raise BadRequest(400, "the request target is neither a path nor an http(s) URI")
+    authority, rest = found.groups()
+    if b"@" in authority or not authority or _HOST.match(authority) is None:
+        raise BadRequest(400, "the request target's authority is not a valid host")
+    if rest[:1] != b"/":
+        rest = b"/" + rest
+    return authority, rest
+
+
+def _bare_cr(data: bytes, start: int) -> bool:
+    """Whether C{data} holds, from C{start} on, a CR followed by anything but LF."""
+    cr = data.find(b"\r", start)
+    last = len(data) - 1
+    while 0 <= cr < last:
+        if data[cr + 1] != 10:
+            return True
+        cr = data.find(b"\r", cr + 2)
+    return False
 
 
 def _has_token(values: list[bytes], token: bytes) -> bool:
