@@ -94,7 +94,8 @@ def test_a_request_the_router_answered_is_logged_with_its_request_id(tmp_path):
     path = tmp_path / "access.log"
     clock = MemoryReactorClock()
     clock.advance(1000)
-    runtime = type("Runtime", (), {"routes": type("T", (), {"match": lambda self, p: None})()})()
+    runtime = type("Runtime", (), {"routes": type("T", (), {"match": lambda self, p: None})(),
+                                   "reserved_headers": frozenset(), "drop_underscores": True})()
     site = GatewaySite(GatewayResource(runtime), clock, max_body=100, header_timeout=10,
                        idle_timeout=60)
     log = AccessLog(str(path), clock)

@@ -9,6 +9,7 @@ from twisted.web.http_headers import Headers
 from twistgate.headers import (
     HOP_BY_HOP,
     TrustedProxies,
+    clean_request_headers,
     copy_end_to_end,
     remove_hop_by_hop,
     request_id_for,
@@ -91,3 +92,40 @@ def test_garbage_forwarded_for_from_a_trusted_peer_falls_back_to_the_peer():
 def test_ipv4_mapped_ipv6_peers_match_ipv4_networks():
     assert networks("127.0.0.0/8").trusts("::ffff:127.0.0.1")
     assert not networks("127.0.0.0/8").trusts("::1")
+
+
+def client_headers():
+    return Headers(
+        {
+            b"Connection": [b"X-User-Id, X-Forwarded-For, Host, Content-Length, X-Hop"],
+            b"Host": [b"gw"],
+            b"Content-Length": [b"3"],
+            b"X-Hop": [b"1"],
+            b"X-User-Id": [b"admin"],
+            b"X-Forwarded-For": [b"10.0.0.1"],
+            b"X_User_Id": [b"admin"],
+            b"X_Forwarded_For": [b"10.0.0.2"],
+            b"Content_Length": [b"99"],
+            b"X_Trace_Tag": [b"t"],
+            b"Accept": [b"*/*"],
+        }
+    )
+
+
+def test_cleaning_drops_connection_named_reserved_and_underscored_names():
+    headers = client_headers()
+    clean_request_headers(headers, frozenset([b"x-user-id"]), drop_underscores=True)
+    # Connection cannot take away the listener's framing or Host.
+    assert sorted(lowered(headers)) == [b"accept", b"content-length", b"host"]
+
+
+def test_with_underscores_passed_only_those_spelling_a_protected_name_are_dropped():
+    headers = client_headers()
+    clean_request_headers(headers, frozenset([b"x-user-id"]), drop_underscores=False)
+    assert sorted(lowered(headers)) == [b"accept", b"content-length", b"host", b"x_trace_tag"]
+
+
+def test_cleaning_a_plain_request_changes_nothing():
+    headers = Headers({b"Host": [b"gw"], b"Accept": [b"*/*"], b"X-Request-Id": [b"abc"]})
+    clean_request_headers(headers, frozenset([b"x-user-id"]), drop_underscores=True)
+    assert lowered(headers) == {b"host": [b"gw"], b"accept": [b"*/*"], b"x-request-id": [b"abc"]}

@@ -8,22 +8,38 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.http_headers import Headers
 
+from twistgate.config.model import RouteConfig
 from twistgate.exchange import Reply
 from twistgate.headers import TrustedProxies
-from twistgate.router import BadPath, GatewayResource, RouteTable, normalise_path, strip
+from twistgate.router import (
+    DEFAULT_ALLOW,
+    BadPath,
+    GatewayResource,
+    RouteTable,
+    normalise_path,
+    strip,
+)
+from twistgate.runtime import Route
+from twistgate.site import GatewaySite
+from twistgate.status.traffic import Traffic
 
 
 class FakeRoute:
     def __init__(self, prefix, methods=None, strip_prefix=False):
-        self.name = prefix
+        self.name = prefix.decode()
         self.prefix = prefix
         self.methods = methods
         self.allow = b", ".join(sorted(methods)) if methods else b""
         self.strip_prefix = strip_prefix
         self.seen = []
+
+    def allows(self, method):
+        return self.methods is None or method in self.methods
 
     def handler(self, exchange):
         self.seen.append(exchange)
@@ -34,9 +50,11 @@ class FakeRoute:
 
 
 class FakeRuntime:
-    def __init__(self, routes):
+    def __init__(self, routes, reserved_headers=frozenset(), drop_underscores=True):
         self.routes = RouteTable(routes)
         self.trusted = TrustedProxies([])
+        self.reserved_headers = reserved_headers
+        self.drop_underscores = drop_underscores
 
 
 @pytest.mark.parametrize(
@@ -169,3 +187,61 @@ def test_the_clients_request_id_is_echoed_and_passed_on(routes):
     response = treq.get("http://gw/users", headers={"X-Request-ID": "trace-42"}).result
     assert response.headers.getRawHeaders(b"x-request-id") == [b"trace-42"]
     assert routes[0].seen[0].request_id == b"trace-42"
+
+
+def test_connect_is_405_json_whatever_its_target(routes):
+    treq = client(routes)
+    response = treq.request("CONNECT", "http://gw/users").result
+    assert response.code == 405
+    assert response.headers.getRawHeaders(b"allow") == [DEFAULT_ALLOW]
+    assert get_json(response).result["status"] == 405
+    assert [r.seen for r in routes] == [[], []]
+
+
+def test_trace_needs_a_route_that_lists_it_and_head_goes_wherever_get_does():
+    def route(methods):
+        config = RouteConfig(name="r", prefix="/r", upstream="u", methods=methods)
+        return Route(config, upstream=None, handler=None)
+
+    every = route(None)
+    assert not every.allows(b"TRACE") and every.allows(b"HEAD") and every.allows(b"PURGE")
+    assert b"TRACE" not in every.allow and b"HEAD" in every.allow
+    listed = route(frozenset(["GET", "TRACE"]))
+    assert listed.allows(b"TRACE") and listed.allows(b"HEAD") and not listed.allows(b"POST")
+    assert listed.allow == b"GET, HEAD, TRACE"
+    assert not route(frozenset(["POST"])).allows(b"HEAD")
+
+
+def test_a_405_is_counted_under_the_route_whose_prefix_matched(routes):
+    clock = MemoryReactorClock()
+    site = GatewaySite(GatewayResource(FakeRuntime(routes)), clock, max_body=100,
+                       header_timeout=10, idle_timeout=60)
+    traffic = Traffic(clock.seconds)
+    site.observers.append(traffic.observe)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"DELETE /users/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert traffic.requests == {("/users", "DELETE", 405): 1}
+
+
+def test_headers_that_could_pass_for_the_gateways_are_removed_before_any_filter(routes):
+    treq = StubTreq(GatewayResource(FakeRuntime(routes, frozenset([b"x-user-id"]))))
+    response = treq.get(
+        "http://gw/orders/1",
+        headers={
+            b"X-User-Id": [b"admin"],
+            b"x-user-ID": [b"admin"],
+            b"X_User_Id": [b"admin"],
+            b"X_Forwarded_For": [b"10.0.0.1"],
+            b"Transfer_Encoding": [b"chunked"],
+            b"Connection": [b"X-Keep, X-Forwarded-For"],
+            b"X-Keep": [b"hop"],
+            b"X-Other": [b"kept"],
+        },
+    ).result
+    assert response.code == 200
+    (exchange,) = routes[1].seen
+    names = {name.lower() for name, _ in exchange.headers.getAllRawHeaders()}
+    assert b"x-other" in names
+    assert not names & {b"x-user-id", b"x_user_id", b"x_forwarded_for", b"transfer_encoding",
+                        b"connection", b"x-keep"}

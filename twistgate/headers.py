@@ -45,6 +45,61 @@ def connection_named(headers: Headers) -> frozenset[bytes]:
     )
 
 
+#: Lower-cased names of the headers the gateway writes itself on the way upstream (the proxy
+#: replaces any client copy), with the framing and Host the listener owns.
+GATEWAY_HEADERS = frozenset(
+    [
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+        b"host",
+        b"content-length",
+    ]
+)
+
+#: What a client's C{Connection} may not take away: the framing and Host belong to the listener.
+_NOT_NAMEABLE = frozenset([b"host", b"content-length", b"transfer-encoding"])
+
+
+def clean_request_headers(
+    headers: Headers, reserved: frozenset[bytes], drop_underscores: bool
+) -> None:
+    """
+    Remove from a client's request headers, in place, everything that could pass for a header
+    the gateway writes itself (SPEC 3):
+
+    - the headers its C{Connection} names, and C{Connection} itself: they were meant for this hop
+      alone, and must not take away a header the gateway adds later (C{Connection: X-User-Id}
+      would otherwise remove the gateway's own C{X-User-Id} instead of the client's);
+    - every spelling of a C{reserved} name (lower-case, with C{-}), such as the headers some
+      C{forward_claims} writes, on every route: C{X-User-Id}, C{x-user-id}, C{X_User_Id};
+    - with C{drop_underscores} (nginx's default), every name with C{_}, which many frameworks
+      (CGI, WSGI, PHP) cannot tell from its C{-} spelling; otherwise only those whose C{-}
+      spelling is reserved, hop-by-hop or one of L{GATEWAY_HEADERS}.
+    """
+    named = connection_named(headers) - _NOT_NAMEABLE if headers.hasHeader(b"connection") else None
+    doomed = None
+    for name, _ in headers.getAllRawHeaders():
+        if b"_" in name:
+            if drop_underscores:
+                doomed = [name] if doomed is None else doomed + [name]
+                continue
+            spelled = name.lower().replace(b"_", b"-")
+            if spelled in reserved or spelled in GATEWAY_HEADERS or spelled in HOP_BY_HOP:
+                doomed = [name] if doomed is None else doomed + [name]
+            continue
+        if reserved or named:
+            lower = name.lower()
+            if lower in reserved or (named and lower in named):
+                doomed = [name] if doomed is None else doomed + [name]
+    if named is not None:
+        headers.removeHeader(b"connection")
+    if doomed:
+        for name in doomed:
+            headers.removeHeader(name)
+
+
 def copy_end_to_end(source: Headers, target: Headers, drop: frozenset[bytes]) -> None:
     """
     Copy the headers of C{source} that may be forwarded into C{target}.

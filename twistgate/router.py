@@ -18,10 +18,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from twistgate.exchange import Exchange
-from twistgate.headers import request_id_for
+from twistgate.headers import clean_request_headers, request_id_for
 from twistgate.respond import send_error, send_reply
 
 log = Logger()
+
+
+#: What a route without ``methods`` answers in C{Allow}: every method it takes but the extension
+#: ones, which are not listed (RFC 9110 §10.2.1 lets the list be incomplete).
+DEFAULT_ALLOW = b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
 
 
 class BadPath(ValueError):
@@ -110,8 +115,14 @@ class GatewayResource(Resource):
     def render(self, request) -> int:
         runtime = self.runtime
         headers = request.requestHeaders
+        clean_request_headers(headers, runtime.reserved_headers, runtime.drop_underscores)
         request_id = request_id_for(headers)
         request.responseHeaders.setRawHeaders(b"x-request-id", [request_id])
+        method = request.method
+        if method == b"CONNECT":
+            # A gateway is no tunnel: CONNECT is refused whatever its target (SPEC 3).
+            _refuse_method(request, method, DEFAULT_ALLOW)
+            return NOT_DONE_YET
         try:
             path = normalise_path(_origin_path(request.path))
         except BadPath as problem:
@@ -120,15 +131,6 @@ class GatewayResource(Resource):
         route = runtime.routes.match(path)
         if route is None:
             send_error(request, 404, "no route for this path")
-            return NOT_DONE_YET
-        method = request.method
-        if route.methods is not None and method not in route.methods:
-            send_error(
-                request,
-                405,
-                "method %s is not allowed on this route" % (method.decode("latin-1"),),
-                headers={b"allow": route.allow},
-            )
             return NOT_DONE_YET
         upstream_path = strip(route.prefix, path) if route.strip_prefix else path
         uri = request.uri
@@ -151,10 +153,23 @@ class GatewayResource(Resource):
             getattr(request, "body", None),
         )
         request.exchange = exchange
+        if not route.allows(method):
+            # Counted under the route whose prefix matched (the exchange says which).
+            _refuse_method(request, method, route.allow)
+            return NOT_DONE_YET
         d = route.handler(exchange)
         d.addCallback(_send, request)
         d.addErrback(_failed, request)
         return NOT_DONE_YET
+
+
+def _refuse_method(request, method: bytes, allow: bytes) -> None:
+    send_error(
+        request,
+        405,
+        "method %s is not allowed on this route" % (method.decode("latin-1"),),
+        headers={b"allow": allow},
+    )
 
 
 def _send(reply, request) -> None:

@@ -15,7 +15,7 @@ from twistgate.config import GatewayConfig, RouteConfig
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose
 from twistgate.headers import TrustedProxies
 from twistgate.proxy import Forwarder
-from twistgate.router import RouteTable
+from twistgate.router import DEFAULT_ALLOW, RouteTable
 from twistgate.upstream import Upstream
 
 
@@ -29,15 +29,29 @@ class Route:
         self.config = config
         self.name = config.name
         self.prefix = config.prefix.encode("utf-8")
-        self.methods = (
-            None
-            if config.methods is None
-            else frozenset(method.encode("ascii") for method in config.methods)
-        )
-        self.allow = b", ".join(sorted(self.methods)) if self.methods is not None else b""
+        if config.methods is None:
+            self.methods = None
+            self.allow = DEFAULT_ALLOW
+        else:
+            methods = {method.encode("ascii") for method in config.methods}
+            if b"GET" in methods:
+                # HEAD is allowed wherever GET is (RFC 9110 §9.3.2; as Express, Kong, nginx).
+                methods.add(b"HEAD")
+            self.methods = frozenset(methods)
+            self.allow = b", ".join(sorted(self.methods))
         self.strip_prefix = config.strip_prefix
         self.upstream = upstream
         self.handler = handler
+
+    def allows(self, method: bytes) -> bool:
+        """
+        Whether C{method} may go through this route: one of its C{methods}, or without a list
+        any method but TRACE, which a route must name (it would echo the request's headers,
+        credentials included, back to whoever sent it).
+        """
+        if self.methods is None:
+            return method != b"TRACE"
+        return method in self.methods
 
 
 class Runtime:
@@ -52,6 +66,14 @@ class Runtime:
         self.filters = filters
         self.trusted = trusted
         self.services = services
+        #: Lower-cased names of the headers some filter writes upstream (C{forward_claims}):
+        #: removed from every incoming request, on every route.
+        self.reserved_headers = frozenset(
+            name.lower().encode("ascii")
+            for section in config.filters.values()
+            for name in getattr(section.settings, "upstream_headers", ())
+        )
+        self.drop_underscores = config.gateway.underscores_in_headers == "drop"
 
 
 def build_runtime(

@@ -72,7 +72,7 @@ def test_routes_404_405_strip_prefix_and_forwarding_headers(upstreams, gateway):
 
     response = yield treq.delete(gw.url("/users/7"))
     assert response.code == 405
-    assert response.headers.getRawHeaders(b"allow") == [b"GET, POST"]
+    assert response.headers.getRawHeaders(b"allow") == [b"GET, HEAD, POST"]
     assert json.loads((yield response.content()))["status"] == 405
 
 

@@ -42,6 +42,7 @@ from twistgate.config.values import (
     _parse_network,
     _parse_prefix,
     _parse_route_template,
+    _parse_underscores,
     _suggest,
     _template_names,
     parse_target,
@@ -142,6 +143,9 @@ class _SectionChecks:
             idle_timeout=s.get("idle_timeout", _positive_duration, defaults.idle_timeout),
             access_log=access_log,
             workers=workers,
+            underscores_in_headers=s.get(
+                "underscores_in_headers", _parse_underscores, defaults.underscores_in_headers
+            ),
         )
 
     def _listen(self, s: _Section, required: bool = False) -> tuple[str, ...]:

@@ -99,6 +99,7 @@ class GatewaySettings:
     idle_timeout: float = 60.0
     access_log: str = "-"
     workers: int = 1
+    underscores_in_headers: str = "drop"
 
 
 @attrs.frozen

@@ -192,6 +192,16 @@ def _parse_count(text: str) -> int:
     return int(text)
 
 
+_UNDERSCORES = ("drop", "pass")
+
+
+def _parse_underscores(text: str) -> str:
+    """[gateway] underscores_in_headers: drop (nginx's default) or pass."""
+    if text not in _UNDERSCORES:
+        raise ValueError(f"'{text}' is not one of drop, pass" + _suggest(text, _UNDERSCORES))
+    return text
+
+
 def _parse_method(text: str) -> str:
     if not _TOKEN.match(text):
         hint = " (lists are separated by spaces)" if "," in text else ""

@@ -75,6 +75,14 @@ class JWTSettings:
     jwks_refresh: float = 600.0
     jwks_timeout: float = 5.0
 
+    @property
+    def upstream_headers(self) -> tuple[str, ...]:
+        """
+        The headers this filter writes upstream: the gateway removes every client copy of them
+        from every request, on every route (see L{twistgate.headers.clean_request_headers}).
+        """
+        return tuple(header for _, header in self.forward_claims)
+
 
 def algorithms_for_key(key: Any) -> frozenset[str]:
     """The JWS algorithms that can verify with C{key} (a cryptography public key)."""
