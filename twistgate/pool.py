@@ -213,8 +213,8 @@ class UpstreamPool:
         self._panicking = True
         self.panics += 1
         log.warn(  # noqa: G010 - twisted.logger.Logger has warn, not warning
-            "upstream {upstream} in panic: every target is out after failures,"
-            " sending to all {targets} healthy targets again",
+            "upstream {upstream} in panic: passive health has every target out,"
+            " requests go to them all again ({targets} healthy)",
             upstream=self.name,
             targets=sum(1 for state in self.targets if state.healthy),
         )
