@@ -69,7 +69,8 @@ class TargetState:
 
     Plain mutable attributes (no properties) because ``pick`` reads them for every request.
     ``out_until`` is set by passive health, ``healthy`` by the active health checker; a target
-    takes requests only when both allow it (``available``).
+    takes requests when both allow it (``available``), or, while its pool is in panic, when
+    active health does.
     """
 
     __slots__ = (
@@ -90,7 +91,8 @@ class TargetState:
         self.in_flight = 0
         #: consecutive failures (passive health); only a success resets it
         self.fails = 0
-        #: clock time until which passive health keeps the target out (0: in)
+        #: clock time until which passive health keeps the target out (0: in); an answer
+        #: sets it back to 0
         self.out_until = 0.0
         #: the active health verdict; True until a check says otherwise
         self.healthy = True
@@ -163,7 +165,8 @@ class UpstreamPool:
         exclude: Collection[TargetState] = (),
     ) -> TargetState | None:
         """
-        Choose the target for a request, or None when no available target remains.
+        Choose the target for a request, or None when none may take it: every target fails
+        active health, or every one that may was already tried.
 
         ``exclude`` holds the targets this request already tried; they take no part in the pick.
         ``client_ip`` matters only to ip_hash.  In panic (see the module docstring) the pick is
@@ -375,7 +378,8 @@ class UpstreamPool:
         At ``max_fails`` consecutive failures it goes out for ``fail_timeout`` seconds.  Only a
         success resets the count, so a target back from its time out goes straight out again on
         its next failure.  Failures reported while it is already out (requests that were in
-        flight) neither extend the time out nor log again.
+        flight) neither extend the time out nor log again.  When it was the last target in, the
+        pool goes into panic.
         """
         state.fails += 1
         max_fails = self.config.max_fails
