@@ -152,16 +152,19 @@ def test_round_robin_tracks_each_targets_share_under_random_exclusion():
 
 
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn", "random", "ip_hash"])
-def test_pick_returns_none_when_every_target_is_out_or_excluded(balance):
+def test_pick_returns_none_when_every_target_fails_active_health_or_is_excluded(balance):
     clock = Clock()
     pool = make_pool(clock=clock, urls=URLS, balance=balance, rng=random.Random(1))
     a, b, c = pool.targets
     a.healthy = False
     b.out_until = clock.seconds() + 1
+    # c is available (so no panic) but already tried
     assert pool.pick("10.0.0.1", exclude=(c,)) is None
     assert pool.pick(None, exclude=(c,)) is None
     c.healthy = False
+    b.healthy = False
     assert pool.pick("10.0.0.1") is None
+    b.healthy = True
     clock.advance(1)
     assert pool.pick("10.0.0.1") is b
 
@@ -188,6 +191,13 @@ def test_pick_reads_the_clock_once(balance):
     pool = make_pool(clock=clock, urls=URLS, balance=balance, rng=random.Random(3))
     pool.pick("10.0.0.1")
     assert clock.reads == 1
+    # in panic too
+    for state in pool.targets:
+        state.out_until = 100.0
+    clock.reads = 0
+    assert pool.pick("10.0.0.1") is not None
+    assert pool.pick("10.0.0.1") is not None
+    assert clock.reads == 2
 
 
 def test_single_target_pool():
@@ -491,6 +501,208 @@ def test_available_needs_both_health_verdicts():
     assert not state.available(6.0)
 
 
+# -- panic -----------------------------------------------------------------------------
+
+
+def infos_in(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("log_level") is not None and e["log_level"].name == "info"]
+
+
+def panic_events(events: list[dict]) -> list[dict]:
+    return [e for e in events if "panic" in e.get("log_format", "")]
+
+
+def fail_out(pool: UpstreamPool, *states: TargetState) -> None:
+    """Report failures until each of ``states`` is out by passive health."""
+    for state in states:
+        for _ in range(pool.config.max_fails):
+            pool.report_failure(state)
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn", "random", "ip_hash"])
+def test_panic_balances_over_every_target_as_if_passive_health_were_off(balance):
+    clock = Clock()
+    settings = dict(urls=URLS, weights=(2, 1, 1), balance=balance, max_fails=1)
+    pool = make_pool(clock=clock, rng=random.Random(7), **settings)
+    reference = make_pool(clock=clock, rng=random.Random(7), **settings)
+    fail_out(pool, *pool.targets)
+    assert not any(state.available(clock.seconds()) for state in pool.targets)
+    assert pool.in_panic()
+    got = [pool.pick(f"10.0.{i}.1") for i in range(400)]
+    want = [reference.pick(f"10.0.{i}.1") for i in range(400)]
+    assert names(got) == names(want)
+    counts = Counter(names(got))
+    assert set(counts) == {"A", "B", "C"}
+    assert counts["A"] > counts["B"] and counts["A"] > counts["C"], counts
+
+
+def test_panic_round_robin_sends_to_every_target_in_turn():
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS, max_fails=2, fail_timeout=10.0)
+    fail_out(pool, *pool.targets)
+    assert picks(pool, 99) == ["A", "B", "C"] * 33
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn", "random", "ip_hash"])
+def test_panic_never_picks_a_target_failing_active_health(balance):
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS, balance=balance, max_fails=1, rng=random.Random(4))
+    a, b, c = pool.targets
+    b.healthy = False
+    fail_out(pool, a, c)
+    assert pool.in_panic()
+    got = Counter(names(pool.pick(f"10.1.{i}.1") for i in range(300)))
+    assert set(got) == {"A", "C"}
+
+
+def test_a_pool_whose_every_target_fails_active_health_is_not_in_panic():
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS, max_fails=1, health_interval=2.0)
+    a, b, c = pool.targets
+    fail_out(pool, a)
+    for state in pool.targets:
+        state.healthy = False
+    with captured_logs() as events:
+        assert pool.pick("10.0.0.1") is None
+    assert not pool.in_panic()
+    assert panic_events(events) == []
+    assert pool.retry_after() == 2
+
+
+def test_a_lone_target_is_never_taken_out_for_good():
+    # nginx ignores max_fails for a lone server: panic does the same for the last target
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS[:1], max_fails=1, fail_timeout=60.0)
+    only = pool.targets[0]
+    for _ in range(4):
+        assert pool.pick() is only
+        pool.report_failure(only)
+    assert not only.available(clock.seconds())
+    assert pool.in_panic()
+    assert pool.pick() is only
+    # a request that already tried it finds nothing else: the proxy answers 502, not 503
+    assert pool.pick(exclude=(only,)) is None
+
+
+def test_panic_keeps_excluding_the_targets_a_request_tried():
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS, max_fails=1)
+    a, b, c = pool.targets
+    fail_out(pool, a, b, c)
+    for _ in range(20):
+        assert pool.pick(exclude=(a, c)) is b
+    assert pool.pick(exclude=(a, b, c)) is None
+
+
+def test_panic_is_logged_once_when_it_starts_and_once_when_it_ends():
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS[:2], max_fails=1, fail_timeout=10.0)
+    a, b = pool.targets
+    with captured_logs() as events:
+        fail_out(pool, a)
+        assert panic_events(events) == []
+        fail_out(pool, b)
+        # the last target going out starts the panic, before any request asks
+        [entered] = panic_events(events)
+        assert entered["log_level"].name == "warn"
+        assert entered["upstream"] == "users" and entered["targets"] == 2
+        for _ in range(50):
+            state = pool.pick()
+            pool.report_failure(state)
+        assert panic_events(events) == [entered]
+        clock.advance(10)
+        assert not pool.in_panic()
+        for _ in range(50):
+            pool.pick()
+    assert len(panic_events(events)) == 2
+    left = panic_events(events)[1]
+    assert left["log_level"].name == "info" and left["upstream"] == "users"
+    assert "back in the pool" in left["reason"]
+    assert pool.panics == 1
+
+
+def test_panic_started_by_a_pick_is_logged_once_too():
+    # Targets can be out by passive health when the last one passes its health check again:
+    # the pool then goes into panic on the next pick rather than on a failure.
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS[:2], max_fails=1, health_check="/health")
+    a, b = pool.targets
+    a.healthy = b.healthy = False
+    fail_out(pool, a, b)
+    assert pool.panics == 0
+    a.healthy = True
+    with captured_logs() as events:
+        assert picks(pool, 10) == ["A"] * 10
+    assert len(panic_events(events)) == 1
+    assert pool.panics == 1
+
+
+def test_a_new_panic_after_one_ended_counts_and_logs_again():
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS[:1], max_fails=1, fail_timeout=10.0)
+    only = pool.targets[0]
+    with captured_logs() as events:
+        fail_out(pool, only)
+        clock.advance(10)
+        assert pool.pick() is only
+        pool.report_failure(only)
+    assert [e["log_level"].name for e in panic_events(events)] == ["warn", "info", "warn"]
+    assert pool.panics == 2
+
+
+def test_an_answer_in_panic_brings_its_target_back_and_ends_the_panic():
+    clock = Clock()
+    pool = make_pool(clock=clock, urls=URLS, max_fails=1, fail_timeout=60.0)
+    a, b, c = pool.targets
+    fail_out(pool, a, b, c)
+    state = pool.pick()
+    assert state is a
+    with captured_logs() as events:
+        pool.report_success(a)
+    assert a.available(clock.seconds())
+    assert not pool.in_panic()
+    [back, left] = infos_in(events)
+    assert back["target"] == a.target.url
+    assert left["reason"] == f"target {a.target.url} answered"
+    # b and c stay out for their fail_timeout: every request goes to a now
+    assert picks(pool, 10) == ["A"] * 10
+
+
+def test_an_answer_brings_a_target_out_by_passive_health_back():
+    # a request that was in flight when its target went out answers after all
+    clock = Clock()
+    pool = make_pool(clock=clock, max_fails=1, fail_timeout=60.0)
+    a, b = pool.targets
+    pool.report_failure(a)
+    assert picks(pool, 4) == ["B"] * 4
+    pool.report_success(a)
+    assert a.out_until == 0.0 and a.fails == 0
+    assert set(picks(pool, 4)) == {"A", "B"}
+
+
+def test_in_panic_follows_the_clock_without_requests():
+    clock = Clock()
+    pool = make_pool(clock=clock, max_fails=1, fail_timeout=10.0)
+    a, b = pool.targets
+    assert not pool.in_panic()
+    pool.report_failure(a)
+    assert not pool.in_panic()
+    clock.advance(5)
+    pool.report_failure(b)
+    assert pool.in_panic()
+    clock.advance(5)
+    # a's time out ended: the pool has a target again
+    assert not pool.in_panic()
+
+
+def test_max_fails_zero_never_panics():
+    pool = make_pool(max_fails=0)
+    for state in pool.targets:
+        for _ in range(10):
+            pool.report_failure(state)
+    assert not pool.in_panic() and pool.panics == 0
+
+
 # -- retry_after and snapshot ----------------------------------------------------------
 
 
@@ -518,7 +730,8 @@ def test_retry_after_uses_health_interval_for_targets_out_by_active_health():
     assert pool.retry_after() == 3
 
 
-def test_retry_after_takes_the_later_of_both_verdicts():
+def test_retry_after_ignores_the_passive_time_out_of_a_target_failing_active_health():
+    # Once the target passes a check again, panic sends to it, 30 s time out or not.
     clock = Clock()
     pool = make_pool(
         clock=clock, urls=URLS[:1], health_interval=5.0, max_fails=1, fail_timeout=30.0
@@ -526,7 +739,10 @@ def test_retry_after_takes_the_later_of_both_verdicts():
     a = pool.targets[0]
     pool.report_failure(a)
     a.healthy = False
-    assert pool.retry_after() == 30
+    assert pool.pick() is None
+    assert pool.retry_after() == 5
+    a.healthy = True
+    assert pool.pick() is a
 
 
 def test_retry_after_is_at_least_one():

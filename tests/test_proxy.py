@@ -163,16 +163,27 @@ def test_no_answer_within_request_timeout_is_504():
     assert upstream.agent.calls[0][4].called
 
 
-def test_every_target_out_of_the_pool_is_503_with_retry_after():
+def test_every_target_failing_its_health_check_is_503_with_retry_after():
+    clock, upstream, forwarder, route = setup("health_check = /health\nhealth_interval = 5s")
+    for state in upstream.pool.targets:
+        state.healthy = False
+    results = answered(forwarder.forward(exchange_for(route)))
+    assert results[0].code == 503
+    assert results[0].headers.getRawHeaders(b"retry-after") == [b"5"]
+    assert upstream.agent.calls == []
+    upstream.pool.targets[1].healthy = True
+    answered(forwarder.forward(exchange_for(route)))
+    assert len(upstream.agent.calls) == 1
+
+
+def test_every_target_out_after_failures_still_gets_requests_in_panic():
     clock, upstream, forwarder, route = setup("max_fails = 1\nfail_timeout = 30s\nretries = 0")
     for _ in range(2):
         answered(forwarder.forward(exchange_for(route)))
         upstream.agent.calls[-1][4].errback(Failure(error.ConnectionRefusedError()))
+    assert upstream.pool.in_panic()
     results = answered(forwarder.forward(exchange_for(route)))
-    assert results[0].code == 503
-    assert results[0].headers.getRawHeaders(b"retry-after") == [b"30"]
-    clock.advance(31)
-    answered(forwarder.forward(exchange_for(route)))
+    assert results == []
     assert len(upstream.agent.calls) == 3
 
 

@@ -171,6 +171,40 @@ def test_live_gauges_are_read_when_scraped():
     assert value(samples, "twistgate_upstream_target_up", upstream="users", target=other) == 1
 
 
+def test_a_pool_in_panic_shows_on_metrics_and_status_json():
+    gw = make_gateway()
+    pool = gw.runtime.upstreams["users"].pool
+    samples = metrics(gw)
+    for name in ("twistgate_upstream_panic", "twistgate_upstream_panics_total"):
+        assert (name, (("upstream", "users"),)) in samples
+        assert samples[(name, (("upstream", "users"),))] == 0
+    _, report = get_json(gw.status.site, b"/status.json")
+    users = next(u for u in report["upstreams"] if u["name"] == "users")
+    assert (users["panic"], users["panics"]) == (False, 0)
+
+    for state in pool.targets:
+        for _ in range(pool.config.max_fails):
+            pool.report_failure(state)
+    samples = metrics(gw)
+    assert value(samples, "twistgate_upstream_panic", upstream="users") == 1
+    assert value(samples, "twistgate_upstream_panics_total", upstream="users") == 1
+    assert value(samples, "twistgate_upstream_panic", upstream="http://127.0.0.1:5000") == 0
+    _, report = get_json(gw.status.site, b"/status.json")
+    pools = {u["name"]: u for u in report["upstreams"]}
+    assert (pools["users"]["panic"], pools["users"]["panics"]) == (True, 1)
+    assert all(not t["available"] for t in pools["users"]["targets"])
+    assert pools["http://127.0.0.1:5000"]["panic"] is False
+
+    # the time outs end: the pool is out of panic, and the episode stays counted
+    gw.reactor.advance(pool.config.fail_timeout)
+    samples = metrics(gw)
+    assert value(samples, "twistgate_upstream_panic", upstream="users") == 0
+    assert value(samples, "twistgate_upstream_panics_total", upstream="users") == 1
+    _, report = get_json(gw.status.site, b"/status.json")
+    users = next(u for u in report["upstreams"] if u["name"] == "users")
+    assert (users["panic"], users["panics"]) == (False, 1)
+
+
 class FakeLimit:
     """A filter that looks like a rate limit to the status pages (duck typing)."""
 

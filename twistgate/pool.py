@@ -7,11 +7,16 @@ went (``report_success``/``report_failure``).  The pool balances by the upstream
 setting and keeps each target's health:
 
 - passive health: ``max_fails`` consecutive connection failures or timeouts take a target out for
-  ``fail_timeout`` seconds (nginx's ``max_fails``/``fail_timeout``);
-- active health: ``twistgate.health.HealthChecker`` sets ``TargetState.healthy`` from its probes.
+  ``fail_timeout`` seconds (nginx's ``max_fails``/``fail_timeout``), and an answer brings it back;
+- active health: ``twistgate.health.HealthChecker`` sets ``TargetState.healthy`` from its probes;
+- panic (Envoy's panic threshold, in nginx's spirit of never failing a lone server for good):
+  passive health never takes the last targets out.  When every target that passes its active
+  health check is out only by passive health, the pool is *in panic* and ``pick`` balances among
+  those targets as if passive health were off, until one of them is back.  Only when every target
+  fails its active health check does ``pick`` find nothing (the proxy's 503).
 
 ``pick`` runs on every request, so it reads the clock once and, for round robin and least_conn,
-allocates nothing.
+allocates nothing beyond its candidate list; panic costs it nothing until no target is available.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ BALANCE_METHODS = ("round_robin", "least_conn", "random", "ip_hash")
 _TWO_53 = float(1 << 53)
 _MASK_64 = (1 << 64) - 1
 
+# A clock time after every passive time out: at it, ``TargetState.available`` is the active health
+# verdict alone, so the pickers, given it as ``now``, balance as if passive health were off (panic).
+_PASSIVE_HEALTH_OFF = math.inf
+
 
 def _stable_hash(data: bytes) -> int:
     """64 bits of blake2b: the same in every process, unlike the randomised ``hash()``."""
@@ -60,7 +69,8 @@ class TargetState:
 
     Plain mutable attributes (no properties) because ``pick`` reads them for every request.
     ``out_until`` is set by passive health, ``healthy`` by the active health checker; a target
-    takes requests only when both allow it (``available``).
+    takes requests when both allow it (``available``), or, while its pool is in panic, when
+    active health does.
     """
 
     __slots__ = (
@@ -81,7 +91,8 @@ class TargetState:
         self.in_flight = 0
         #: consecutive failures (passive health); only a success resets it
         self.fails = 0
-        #: clock time until which passive health keeps the target out (0: in)
+        #: clock time until which passive health keeps the target out (0: in); an answer
+        #: sets it back to 0
         self.out_until = 0.0
         #: the active health verdict; True until a check says otherwise
         self.healthy = True
@@ -132,6 +143,11 @@ class UpstreamPool:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._total_weight = sum(config.weights)
+        #: whether the last look (a pick, a failure, a success) found the pool in panic: the
+        #: episode that entering and leaving log once each
+        self._panicking = False
+        #: panic episodes so far (for /metrics)
+        self.panics = 0
         pickers: dict[str, Callable[..., TargetState | None]] = {
             "round_robin": self._pick_round_robin,
             "least_conn": self._pick_least_conn,
@@ -149,12 +165,66 @@ class UpstreamPool:
         exclude: Collection[TargetState] = (),
     ) -> TargetState | None:
         """
-        Choose the target for a request, or None when no available target remains.
+        Choose the target for a request, or None when none may take it: every target fails
+        active health, or every one that may was already tried.
 
         ``exclude`` holds the targets this request already tried; they take no part in the pick.
-        ``client_ip`` matters only to ip_hash.
+        ``client_ip`` matters only to ip_hash.  In panic (see the module docstring) the pick is
+        among the targets that pass active health, passive health aside.
         """
-        return self._pick(self._clock.seconds(), exclude, client_ip)
+        now = self._clock.seconds()
+        state = self._pick(now, exclude, client_ip)
+        if state is not None:
+            if self._panicking:
+                self._leave_panic(f"target {state.target.url} is back in the pool")
+            return state
+        return self._pick_without_available_target(now, exclude, client_ip)
+
+    def _pick_without_available_target(
+        self, now: float, exclude: Collection[TargetState], client_ip: str | None
+    ) -> TargetState | None:
+        """``pick`` when no available target is left for the request: panic, or None."""
+        if not self._in_panic_at(now):
+            if self._panicking:
+                if any(state.available(now) for state in self.targets):
+                    self._leave_panic("a target is back in the pool")
+                else:
+                    self._leave_panic("every target fails its health check")
+            return None
+        if not self._panicking:
+            self._enter_panic()
+        return self._pick(_PASSIVE_HEALTH_OFF, exclude, client_ip)
+
+    def in_panic(self) -> bool:
+        """
+        Whether the pool is in panic now: no target is available, yet some pass active health.
+
+        Read from the targets at this moment, for the status page and /metrics.
+        """
+        return self._in_panic_at(self._clock.seconds())
+
+    def _in_panic_at(self, now: float) -> bool:
+        some_healthy = False
+        for state in self.targets:
+            if state.available(now):
+                return False
+            if state.healthy:
+                some_healthy = True
+        return some_healthy
+
+    def _enter_panic(self) -> None:
+        self._panicking = True
+        self.panics += 1
+        log.warn(  # noqa: G010 - twisted.logger.Logger has warn, not warning
+            "upstream {upstream} in panic: passive health has every target out,"
+            " requests go to them all again ({targets} healthy)",
+            upstream=self.name,
+            targets=sum(1 for state in self.targets if state.healthy),
+        )
+
+    def _leave_panic(self, reason: str) -> None:
+        self._panicking = False
+        log.info("upstream {upstream} out of panic: {reason}", upstream=self.name, reason=reason)
 
     def _candidates(self, now: float, exclude: Collection[TargetState]) -> list[TargetState]:
         """The targets that may take a request at ``now`` and that this request has not tried."""
@@ -275,8 +345,31 @@ class UpstreamPool:
             state.in_flight -= 1
 
     def report_success(self, state: TargetState) -> None:
-        """The target answered: its consecutive failures start again from zero."""
+        """
+        The target answered: its consecutive failures start again from zero, and a target out
+        by passive health is back at once, since it has just shown it can be reached.
+
+        That is how a pool in panic leaves it as soon as a target answers, and how an answer to
+        a request that was in flight when its target went out brings that target back (nginx
+        forgets a peer's failures on its first success too).
+        """
         state.fails = 0
+        if state.out_until:
+            self._back(state)
+
+    def _back(self, state: TargetState) -> None:
+        """``report_success`` of a target that was once out: clear its time out."""
+        now = self._clock.seconds()
+        was_out = now < state.out_until
+        state.out_until = 0.0
+        if was_out:
+            log.info(
+                "target {target} of upstream {upstream} answered, back in the pool",
+                target=state.target.url,
+                upstream=self.name,
+            )
+        if self._panicking and state.available(now):
+            self._leave_panic(f"target {state.target.url} answered")
 
     def report_failure(self, state: TargetState) -> None:
         """
@@ -285,7 +378,8 @@ class UpstreamPool:
         At ``max_fails`` consecutive failures it goes out for ``fail_timeout`` seconds.  Only a
         success resets the count, so a target back from its time out goes straight out again on
         its next failure.  Failures reported while it is already out (requests that were in
-        flight) neither extend the time out nor log again.
+        flight) neither extend the time out nor log again.  When it was the last target in, the
+        pool goes into panic.
         """
         state.fails += 1
         max_fails = self.config.max_fails
@@ -304,6 +398,8 @@ class UpstreamPool:
             seconds=seconds,
             fails=state.fails,
         )
+        if not self._panicking and self._in_panic_at(now):
+            self._enter_panic()
 
     # -- reporting -------------------------------------------------------------
 
@@ -313,7 +409,8 @@ class UpstreamPool:
 
         For the ``Retry-After`` of a 503.  A target out by passive health comes back when its
         ``fail_timeout`` ends; one failed by active health no later than the next check, so
-        ``health_interval`` is the estimate for it.
+        ``health_interval`` is the estimate for it, whatever its passive time out: once it passes
+        a check, panic sends to it even while passive health still has it out.
         """
         now = self._clock.seconds()
         interval = self.config.health_interval
@@ -321,9 +418,7 @@ class UpstreamPool:
         for state in self.targets:
             if state.available(now):
                 continue
-            wait = state.out_until - now
-            if not state.healthy:
-                wait = max(wait, interval)
+            wait = state.out_until - now if state.healthy else interval
             if soonest is None or wait < soonest:
                 soonest = wait
         if soonest is None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import time
+from types import SimpleNamespace
 
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 
-from tests.integration.harness import free_port, sleep, wait_for_port
+from tests.integration.harness import CountingSite, Upstream, free_port, sleep, wait_for_port
 
 CONFIG = """
 [gateway]
@@ -104,6 +106,70 @@ def test_status_json_counts_rise_by_exactly_the_requests_sent(upstreams, gateway
     target = after["upstreams"][0]["targets"][0]
     assert target["url"] == upstream.url and target["requests"] == 5
     assert after["process"]["rss_bytes"] > 0
+
+
+def wait_for_row_text(driver, row_id, wanted, timeout=15.0):
+    """Wait until the dashboard's row C{row_id} shows C{wanted} (or not); returns its text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = driver.find_elements("id", row_id)
+        shown = rows[0].text if rows else ""
+        if (wanted in shown.split()) or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_pool_in_panic_shows_on_status_json_metrics_and_the_dashboard(gateway, tmp_path):
+    # Imported here: the browser module skips itself where Chromium is missing, as it does.
+    from twisted.internet.threads import deferToThread
+
+    from tests.integration.test_status_dashboard import browser
+
+    target_port = free_port()
+    down = SimpleNamespace(url="http://127.0.0.1:%d" % target_port)
+    gw, base = start(gateway, down)
+    name = down.url
+    driver = yield deferToThread(browser, tmp_path / "profile")
+    try:
+        yield deferToThread(driver.get, base + "/status")
+        row = "target-%s-%s" % (name, down.url)
+        shown = yield deferToThread(wait_for_row_text, driver, row, "in")
+        assert shown.split()[:4] == [name, down.url, "in", "pool"]
+        # max_fails = 3 (the default): three refusals take the lone target out -> panic
+        for _ in range(3):
+            response, _ = yield fetch("GET", gw.url("/app/x"))
+            assert response.code == 502
+        response, body = yield fetch("GET", base + "/status.json")
+        pool = json.loads(body)["upstreams"][0]
+        assert (pool["panic"], pool["panics"]) == (True, 1)
+        assert pool["targets"][0]["available"] is False
+        samples = yield scrape(base)
+        assert value(samples, "twistgate_upstream_panic", upstream=name) == 1
+        assert value(samples, "twistgate_upstream_panics_total", upstream=name) == 1
+        shown = yield deferToThread(wait_for_row_text, driver, row, "(panic)")
+        assert shown.split()[:4] == [name, "(panic)", down.url, "panic"]
+
+        # the target answers again: served at once, and the panic is over
+        resource = Upstream("back")
+        listening = reactor.listenTCP(target_port, CountingSite(resource),
+                                      interface="127.0.0.1")
+        try:
+            response, _ = yield fetch("GET", gw.url("/app/x"))
+            assert response.code == 200
+        finally:
+            yield listening.stopListening()
+        response, body = yield fetch("GET", base + "/status.json")
+        pool = json.loads(body)["upstreams"][0]
+        assert (pool["panic"], pool["panics"]) == (False, 1)
+        assert pool["targets"][0]["available"] is True
+        samples = yield scrape(base)
+        assert value(samples, "twistgate_upstream_panic", upstream=name) == 0
+        assert value(samples, "twistgate_upstream_panics_total", upstream=name) == 1
+        shown = yield deferToThread(wait_for_row_text, driver, row, "in")
+        assert shown.split()[:4] == [name, down.url, "in", "pool"]
+    finally:
+        yield deferToThread(driver.quit)
 
 
 @pytest_twisted.inlineCallbacks

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
 from twisted.internet.protocol import Factory, Protocol
 
-from tests.integration.harness import CountingSite, Upstream
+from tests.integration.harness import CountingSite, Upstream, free_port
 
 
 def _name(common_name):
@@ -194,3 +194,40 @@ def test_a_target_failing_its_health_check_gets_no_traffic(upstreams, gateway):
         yield response.content()
     assert names == [b"well"] * 6
     assert not any(s["uri"] == "/app" for s in sick.seen)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lone_target_back_from_an_outage_serves_at_once_not_503(gateway):
+    # SPEC 3, panic: passive health never takes the last target out, so the gateway keeps
+    # trying it (502 while it refuses) and serves as soon as it answers, not 503 for 60 s.
+    target_port = free_port()
+    gw = gateway(
+        f"""
+        [gateway]
+        listen = tcp:{{port}}:interface=127.0.0.1
+        [upstream:lone]
+        targets = http://127.0.0.1:{target_port}
+        max_fails = 1
+        fail_timeout = 60s
+        [route:lone]
+        prefix = /lone
+        upstream = lone
+        """
+    )
+    for _ in range(4):
+        response = yield treq.get(gw.url("/lone/x"))
+        body = json.loads((yield response.content()))
+        assert (response.code, body["message"]) == (502, "the upstream could not be reached")
+    resource = Upstream("lone")
+    listening = reactor.listenTCP(target_port, CountingSite(resource), interface="127.0.0.1")
+    try:
+        for _ in range(3):
+            response = yield treq.get(gw.url("/lone/x"))
+            assert response.code == 200
+            assert (yield response.json())["upstream"] == "lone"
+    finally:
+        yield listening.stopListening()
+    assert [seen["uri"] for seen in resource.seen] == ["/lone/x"] * 3
+    log = gw.log()
+    assert log.count("upstream lone in panic") == 1
+    assert log.count("upstream lone out of panic") == 1

@@ -113,12 +113,27 @@ class GatewayCollector:
             "Requests in flight to the target.",
             labels=["upstream", "target"],
         )
+        panic = GaugeMetricFamily(
+            "twistgate_upstream_panic",
+            "1 while the pool is in panic: every target that passes its health check is out "
+            "after failures, so requests go to all of them again.",
+            labels=["upstream"],
+        )
+        panics = CounterMetricFamily(
+            "twistgate_upstream_panics",
+            "Times the pool went into panic.",
+            labels=["upstream"],
+        )
         for name, upstream in sorted(runtime.upstreams.items()):
             for target in upstream.pool.snapshot():
                 up.add_metric([name, target["url"]], 1 if target["available"] else 0)
                 busy.add_metric([name, target["url"]], target["in_flight"])
+            panic.add_metric([name], 1 if upstream.pool.in_panic() else 0)
+            panics.add_metric([name], upstream.pool.panics)
         yield up
         yield busy
+        yield panic
+        yield panics
 
         state = GaugeMetricFamily(
             "twistgate_circuit_state",

@@ -158,6 +158,8 @@ def _upstreams(runtime, traffic: Traffic) -> list[dict]:
             "name": name,
             "balance": upstream.config.balance,
             "health_check": upstream.config.health_check,
+            "panic": upstream.pool.in_panic(),
+            "panics": upstream.pool.panics,
             "targets": targets,
         })
     return upstreams

@@ -247,10 +247,12 @@
     var targets = [];
     data.upstreams.forEach(function (u) {
       u.targets.forEach(function (t) {
+        /* In panic the targets out after failures take requests again: say so, in amber. */
+        var pool = t.available ? ["in pool", false, "state ok"]
+          : u.panic && t.healthy ? ["panic", false, "state warn"]
+          : ["out (" + fmtNum(t.out_for_seconds, 0) + " s)", false, "state bad"];
         targets.push({ id: "target-" + u.name + "-" + t.url, cells: [
-          [u.name], [t.url],
-          [t.available ? "in pool" : "out (" + fmtNum(t.out_for_seconds, 0) + " s)", false,
-            t.available ? "state ok" : "state bad"],
+          u.panic ? [u.name + " (panic)", false, "state warn"] : [u.name], [t.url], pool,
           [u.health_check ? (t.healthy ? "healthy" : "unhealthy") : "passive", false,
             t.healthy ? "state ok" : "state bad"],
           [fmtInt(t.in_flight), true], [fmtInt(t.requests), true],
