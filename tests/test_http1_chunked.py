@@ -70,3 +70,20 @@ def test_malformed_or_oversized_bodies_raise(data, too_large):
     with pytest.raises(ChunkError) as raised:
         decode_all([data])
     assert raised.value.too_large is too_large
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(min_value=1, max_value=50), max_size=12))
+def test_arbitrary_bytes_decode_or_raise_chunk_error_only(data, cuts):
+    pieces, position = [], 0
+    for size in cuts + [len(data)]:
+        pieces.append(data[position:position + size])
+        position += size
+    try:
+        body, rest = decode_all(pieces, max_line=64, max_trailers=3)
+    except ChunkError as problem:
+        assert problem.message
+        return
+    # What was decoded is never more than was sent, and what follows is the input's own tail.
+    assert len(body) <= len(data)
+    if rest is not None:
+        assert data.endswith(rest)
