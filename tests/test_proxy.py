@@ -9,10 +9,11 @@ from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
+from twistgate.body import BodyAbandoned
 from twistgate.config import parse_config
 from twistgate.exchange import Exchange
 from twistgate.headers import TrustedProxies
@@ -208,3 +209,54 @@ def test_the_exchange_records_each_attempt_for_metrics_and_the_access_log():
     ]
     assert exchange.context["target"] == "http://10.0.0.2:8080/base"
     assert exchange.context["upstream"] == "pair"
+
+
+class SlowBody:
+    """A request body the client is still sending: C{finish()} hands the last of it on."""
+
+    length = 4
+
+    def __init__(self):
+        self.sent = False
+        self.started = False
+        self._callbacks = []
+
+    def when_sent(self, callback):
+        self._callbacks.append(callback)
+
+    def finish(self):
+        self.sent = True
+        for callback in self._callbacks:
+            callback()
+
+
+def test_request_timeout_counts_from_when_the_whole_body_was_sent():
+    clock, upstream, forwarder, route = setup()
+    body = SlowBody()
+    results = answered(forwarder.forward(exchange_for(route, method=b"POST", body=body)))
+    clock.advance(10)  # a slow upload: the client's time, not the target's
+    assert results == []
+    body.finish()
+    clock.advance(1.9)
+    assert results == []
+    clock.advance(0.2)
+    assert results[0].code == 504
+
+
+def test_a_body_the_client_broke_is_its_own_answer_and_no_failure_of_the_target():
+    clock, upstream, forwarder, route = setup("max_fails = 1")
+    for status in (400, 413, 408, 499):
+        results = answered(forwarder.forward(exchange_for(route, method=b"POST", body=SlowBody())))
+        reason = Failure(BodyAbandoned("the client's fault", status))
+        upstream.agent.calls[-1][4].errback(Failure(RequestTransmissionFailed([reason])))
+        assert results[0].code == status
+    assert [state.fails for state in upstream.pool.targets] == [0, 0]
+
+
+def test_a_body_the_target_stopped_taking_is_504_and_its_failure():
+    clock, upstream, forwarder, route = setup("max_fails = 5")
+    results = answered(forwarder.forward(exchange_for(route, method=b"POST", body=SlowBody())))
+    reason = Failure(BodyAbandoned("the upstream took no more", 504, client_fault=False))
+    upstream.agent.calls[0][4].errback(Failure(RequestTransmissionFailed([reason])))
+    assert results[0].code == 504
+    assert sorted(state.fails for state in upstream.pool.targets) == [0, 1]

@@ -139,6 +139,7 @@ class _Attempts:
         self.deadline = 0
         self.client_gone = False
         self.timed_out = False
+        self.awaiting_send = False
         self.last_problem = "no target of upstream %r answered" % (self.upstream.name,)
 
     def start(self) -> Deferred[Reply]:
@@ -176,7 +177,9 @@ class _Attempts:
         # a client that uploads slowly is the client's time, bounded by idle_timeout.
         if body is None or body.sent:
             self.deadline = self.forwarder.deadlines.watch(self)
-        else:
+        elif not self.awaiting_send:
+            # Once per exchange: a retry after a failed connection sends the same body.
+            self.awaiting_send = True
             body.when_sent(self._request_sent)
         d.addCallbacks(self._answered, self._failed, (state,), None, (state,), None)
 
