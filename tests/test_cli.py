@@ -95,6 +95,37 @@ def test_check_a_broken_file_prints_every_problem_and_exits_1(tmp_path):
     ]
 
 
+UNWISE = GOOD.replace("methods = GET POST", "methods = GET GTE FROB") + """
+[filter:auth]
+use = jwt
+secret = only-20-bytes-long!!
+algorithms = HS256
+"""
+
+
+def test_check_warns_of_a_short_secret_and_unregistered_methods_but_exits_0(tmp_path):
+    path = tmp_path / "gw.ini"
+    path.write_text(UNWISE)
+    result = run("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{path}: OK"
+    assert result.stderr.splitlines() == [
+        f"{path}: [filter:auth] secret: warning: 20 bytes: RFC 7518 §3.2 asks for at least 32 "
+        "with HS256 (as many as its hash output)",
+        f"{path}: [route:users] methods: warning: 'FROB' is not a registered HTTP method",
+        f"{path}: [route:users] methods: warning: 'GTE' is not a registered HTTP method "
+        "(did you mean 'GET'?)",
+    ]
+
+
+def test_registered_methods_webdav_ones_included_get_no_warning(tmp_path):
+    path = tmp_path / "gw.ini"
+    methods = "GET HEAD POST PUT DELETE OPTIONS TRACE PATCH PROPFIND MKCOL COPY MOVE LOCK UNLOCK"
+    path.write_text(GOOD.replace("methods = GET POST", "methods = " + methods))
+    result = run("check", str(path))
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def test_check_a_missing_file_is_one_line_not_a_traceback(tmp_path):
     path = tmp_path / "nope.ini"
     result = run("check", str(path))

@@ -878,6 +878,23 @@ def test_a_pem_as_secret_is_an_error(rsa_key):
     assert found[0][0] == "secret" and "PEM" in found[0][1]
 
 
+@pytest.mark.parametrize("algorithms, length, wanted", [
+    ("HS256", 31, 32), ("HS384", 47, 48), ("HS512", 63, 64), ("HS256 HS512", 40, 64)])
+def test_an_hmac_secret_shorter_than_the_hash_is_valid_with_a_warning(algorithms, length, wanted):
+    longest = algorithms.split()[-1]
+    short = settings(secret="k" * length, algorithms=algorithms)  # valid: no SectionError
+    assert short.warnings == (("secret", f"{length} bytes: RFC 7518 §3.2 asks for at least "
+                                         f"{wanted} with {longest} (as many as its hash output)"),)
+    assert settings(secret="k" * wanted, algorithms=algorithms).warnings == ()
+
+
+def test_the_secret_is_measured_in_utf8_bytes_and_a_public_key_never_warns(tmp_path, rsa_key):
+    assert settings(secret="é" * 16, algorithms="HS256").warnings == ()  # 32 bytes, 16 chars
+    path = tmp_path / "public.pem"
+    path.write_bytes(public_pem(rsa_key))
+    assert settings(public_key=path, algorithms="RS256").warnings == ()
+
+
 def test_a_bad_leeway_is_an_error():
     assert problems(secret=SECRET, algorithms="HS256", leeway="30") == [
         ("leeway", "'30' is not a duration (use 250ms, 30s, 5m, 1h)")]

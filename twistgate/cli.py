@@ -28,7 +28,7 @@ from typing import Callable
 import jwt
 
 from twistgate import __version__, units
-from twistgate.config import ConfigError, format_summary, load_config
+from twistgate.config import ConfigError, config_warnings, format_summary, load_config
 
 
 def installed_filter_factories() -> Mapping[str, Callable[[Mapping[str, str]], object]]:
@@ -44,13 +44,18 @@ def installed_filter_factories() -> Mapping[str, Callable[[Mapping[str, str]], o
 
 
 def check(path: str) -> int:
-    """Validate the config at ``path``: print ``PATH: OK`` and a summary, or every problem."""
+    """
+    Validate the config at ``path``: print ``PATH: OK`` and a summary, or every problem (exit 1).
+    Warnings (valid but unwise: see L{config_warnings}) go to stderr and leave the exit status 0.
+    """
     try:
         config = load_config(path, filter_factories=installed_filter_factories())
     except ConfigError as error:
         for line in error.problems:
             print(line, file=sys.stderr)
         return 1
+    for line in config_warnings(config):
+        print(line, file=sys.stderr)
     print(f"{path}: OK")
     print(format_summary(config))
     return 0

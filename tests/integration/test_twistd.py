@@ -126,3 +126,38 @@ def test_the_example_configs_orders_route_is_cached(example):
     assert first.headers.getRawHeaders(b"x-cache") == [b"MISS"]
     assert second.headers.getRawHeaders(b"x-cache") == [b"HIT"]
     assert second.headers.hasHeader(b"age")
+
+
+@pytest_twisted.inlineCallbacks
+def test_config_warnings_are_logged_at_start_up_and_the_gateway_still_serves(tmp_path):
+    gateway = Gateway(tmp_path, """
+        [gateway]
+        listen = tcp:{port}
+        filters = auth
+
+        [filter:auth]
+        use = jwt
+        secret = only-20-bytes-long!!
+        algorithms = HS256
+
+        [route:users]
+        prefix = /users
+        upstream = http://127.0.0.1:1
+        methods = GET GTE
+    """).start()
+    try:
+        response = yield treq.get(gateway.url("/users"))
+        yield response.content()
+        assert response.code == 401  # started and serving: warnings do not stop it
+        log = gateway.log().splitlines()
+        config = gateway.config
+        for warning in (
+            f"{config}: [filter:auth] secret: warning: 20 bytes: RFC 7518 §3.2 asks for at "
+            "least 32 with HS256 (as many as its hash output)",
+            f"{config}: [route:users] methods: warning: 'GTE' is not a registered HTTP method "
+            "(did you mean 'GET'?)",
+        ):
+            assert sum(line.endswith(warning) for line in log) == 1, gateway.log()
+    finally:
+        gateway.stop()
+    assert gateway.process.returncode == 0

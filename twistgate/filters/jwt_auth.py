@@ -182,13 +182,8 @@ class JWTFilter:
                 when_running(self.jwks.start)
             else:
                 self.jwks.start()
-        elif settings.secret is not None:
-            wanted = max(int(alg[2:]) // 8 for alg in settings.algorithms)
-            if len(settings.secret) < wanted:
-                log.warn("[filter:{name}] the secret is {length} bytes: RFC 7518 §3.2 asks for "
-                         "at least as many as the hash ({wanted} for {algorithms})", name=name,
-                         length=len(settings.secret), wanted=wanted,
-                         algorithms=" ".join(settings.algorithms))
+        # A short secret is not logged here: JWTSettings.warnings says so, and the configuration
+        # logs it with the other warnings whenever gw.ini is loaded (twistgate.config.checks).
 
     # The walk of one request.
 
