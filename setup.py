@@ -36,6 +36,9 @@ setup(
     # The status dashboard's page, script and style sheet are read from the package at run time.
     package_data={"twistgate.status": ["static/*"]},
     exclude_package_data={"": ["dropin.cache"]},
+    # `twistgate check gw.ini`, `twistgate token ...`, `twistgate --version`: the helper commands
+    # without a bare `python`; `python -m twistgate` runs the same twistgate.cli.main.
+    entry_points={"console_scripts": ["twistgate = twistgate.cli:main"]},
     zip_safe=False,
     install_requires=[
         "twisted[tls]>=25.5",

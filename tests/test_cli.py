@@ -1,4 +1,4 @@
-"""``python -m twistgate check`` and ``python -m twistgate token`` (cli.py, __main__.py)."""
+"""``twistgate`` and ``python -m twistgate``: check, token, --version (cli.py, __main__.py)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,37 @@ def test_check_a_broken_file_prints_every_problem_and_exits_1(tmp_path):
     ]
 
 
+UNWISE = GOOD.replace("methods = GET POST", "methods = GET GTE FROB") + """
+[filter:auth]
+use = jwt
+secret = only-20-bytes-long!!
+algorithms = HS256
+"""
+
+
+def test_check_warns_of_a_short_secret_and_unregistered_methods_but_exits_0(tmp_path):
+    path = tmp_path / "gw.ini"
+    path.write_text(UNWISE)
+    result = run("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{path}: OK"
+    assert result.stderr.splitlines() == [
+        f"{path}: [filter:auth] secret: warning: 20 bytes: RFC 7518 §3.2 asks for at least 32 "
+        "with HS256 (as many as its hash output)",
+        f"{path}: [route:users] methods: warning: 'FROB' is not a registered HTTP method",
+        f"{path}: [route:users] methods: warning: 'GTE' is not a registered HTTP method "
+        "(did you mean 'GET'?)",
+    ]
+
+
+def test_registered_methods_webdav_ones_included_get_no_warning(tmp_path):
+    path = tmp_path / "gw.ini"
+    methods = "GET HEAD POST PUT DELETE OPTIONS TRACE PATCH PROPFIND MKCOL COPY MOVE LOCK UNLOCK"
+    path.write_text(GOOD.replace("methods = GET POST", "methods = " + methods))
+    result = run("check", str(path))
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def test_check_a_missing_file_is_one_line_not_a_traceback(tmp_path):
     path = tmp_path / "nope.ini"
     result = run("check", str(path))
@@ -133,6 +164,59 @@ def test_token_with_a_bad_ttl_is_one_line_and_exit_2():
     assert result.stderr.splitlines() == [
         "python -m twistgate token: --ttl: '5x' is not a duration (use 250ms, 30s, 5m, 1h)"
     ]
+
+
+# -- the console script that pip installs ----------------------------------------------------------
+
+
+def console_script() -> Path:
+    """
+    The ``twistgate`` script of setup.py's console_scripts: pip writes it beside the interpreter
+    that runs the tests (``pip install -e .[test]`` in the test environment).
+    """
+    script = Path(sys.executable).parent / ("twistgate.exe" if os.name == "nt" else "twistgate")
+    assert script.is_file(), f"no {script}: install the project first (pip install -e .[test])"
+    return script
+
+
+def run_script(*args, cwd=None):
+    return subprocess.run([str(console_script()), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_console_script_and_python_m_print_the_same_version():
+    from twistgate import __version__
+
+    installed = run_script("--version")
+    module = run("--version")
+    assert installed.returncode == 0 and module.returncode == 0, installed.stderr + module.stderr
+    assert installed.stdout == module.stdout == f"twistgate {__version__}\n"
+    assert installed.stderr == module.stderr == ""
+
+
+def test_the_console_script_checks_a_config_with_the_right_exit_status(tmp_path):
+    good, broken = tmp_path / "gw.ini", tmp_path / "broken.ini"
+    good.write_text(GOOD)
+    broken.write_text(BROKEN)
+    result = run_script("check", str(good), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{good}: OK"
+    result = run_script("check", str(broken), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"{broken}: [bogus]: unknown section" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+
+
+def test_the_console_script_prints_a_token_and_names_itself_in_mistakes(tmp_path):
+    result = run_script("token", "--secret", SECRET, "--sub", "alice", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == "alice"
+    result = run_script("token", "--secret", SECRET, "--ttl", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["twistgate token: --ttl: '0' must be longer than 0"]
+    result = run_script(cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: twistgate ")
 
 
 # -- in-process, for the details ------------------------------------------------------------------
@@ -183,9 +267,9 @@ def test_token_issuer_and_audience(capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--ttl", "0"], "python -m twistgate token: --ttl: '0' must be longer than 0"),
-        (["--claim", "nokey"], "python -m twistgate token: --claim: 'nokey' is not KEY=VALUE"),
-        (["--claim", "=v"], "python -m twistgate token: --claim: '=v' is not KEY=VALUE"),
+        (["--ttl", "0"], "twistgate token: --ttl: '0' must be longer than 0"),
+        (["--claim", "nokey"], "twistgate token: --claim: 'nokey' is not KEY=VALUE"),
+        (["--claim", "=v"], "twistgate token: --claim: '=v' is not KEY=VALUE"),
     ],
 )
 def test_token_bad_arguments_are_one_line(capsys, args, message):
@@ -204,7 +288,7 @@ def test_token_short_secret_warning_is_one_line(capsys):
         assert jwt.decode(captured.out.strip(), "short", algorithms=["HS256"])
     assert ".py:" not in captured.err
     for line in captured.err.splitlines():
-        assert line.startswith("python -m twistgate token: warning: ")
+        assert line.startswith("twistgate token: warning: ")
 
 
 def test_token_needs_a_secret(capsys):

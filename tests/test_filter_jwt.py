@@ -289,10 +289,54 @@ def test_a_token_issued_in_the_future_gets_a_401():
                    description="token issued in the future")
 
 
-def test_non_numeric_times_get_a_401():
-    for claims in ({"exp": "tomorrow"}, {"nbf": [1]}, {"exp": True}):
-        assert_refused(*run(make_filter(), exchange_with(bearer(token(claims)))),
-                       description="malformed token")
+def hs256_by_hand(payload_json: str, key: str = SECRET) -> str:
+    """A well-signed HS256 JWS whose payload is exactly C{payload_json}, as an issuer may send."""
+    import hashlib
+    import hmac
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(payload_json.encode())
+    signature = b64(hmac.new(key.encode(), signing_input, hashlib.sha256).digest())
+    return (signing_input + b"." + signature).decode()
+
+
+# JSON texts that are not a JSON number (RFC 7519 §2 NumericDate), though Python's json decodes
+# the first four to floats: NaN compares false with every time, so it would never expire.
+NOT_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400", "null", '"1700003600"', "true",
+               "false", "[1]", "{}"]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+def test_a_time_claim_that_is_not_a_json_number_gets_a_401(claim, value):
+    times = {"sub": '"alice"', "iat": str(int(NOW)), "exp": str(int(NOW) + 3600)}
+    times[claim] = value
+    payload = "{" + ",".join(f'"{k}":{v}' for k, v in times.items()) + "}"
+    body = assert_refused(*run(make_filter(), exchange_with(bearer(hs256_by_hand(payload)))),
+                          description="malformed token")
+    assert claim in body["message"]
+    # the same token with a number there passes: it is the value that is refused
+    times[claim] = str(int(NOW))
+    payload = "{" + ",".join(f'"{k}":{v}' for k, v in times.items()) + "}"
+    assert run(make_filter(), exchange_with(bearer(hs256_by_hand(payload))))[0].code == 200
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), None, "soon", True])
+def test_pyjwt_encoded_non_numbers_get_a_401(claim, value):
+    payload = {"sub": "alice", "iat": int(NOW), "exp": int(NOW) + 3600, claim: value}
+    the_token = jwt.encode(payload, SECRET, algorithm="HS256")  # NaN/Infinity as json writes them
+    assert_refused(*run(make_filter(), exchange_with(bearer(the_token))),
+                   description="malformed token")
+
+
+def test_time_claims_that_are_numbers_pass_ints_and_floats_alike():
+    for claims in ({"exp": int(NOW) + 60, "nbf": int(NOW) - 60, "iat": int(NOW) - 60},
+                   {"exp": NOW + 60.5, "nbf": NOW - 0.25, "iat": NOW - 0.25},
+                   {"exp": 10 ** 30}):  # far future, but a number
+        assert run(make_filter(), exchange_with(bearer(token(claims))))[0].code == 200
 
 
 def test_a_token_without_exp_passes_unless_exp_is_required():
@@ -832,6 +876,23 @@ def test_a_public_key_that_is_no_key_is_an_error(tmp_path, rsa_key):
 def test_a_pem_as_secret_is_an_error(rsa_key):
     found = problems(secret=public_pem(rsa_key).decode(), algorithms="HS256")
     assert found[0][0] == "secret" and "PEM" in found[0][1]
+
+
+@pytest.mark.parametrize("algorithms, length, wanted", [
+    ("HS256", 31, 32), ("HS384", 47, 48), ("HS512", 63, 64), ("HS256 HS512", 40, 64)])
+def test_an_hmac_secret_shorter_than_the_hash_is_valid_with_a_warning(algorithms, length, wanted):
+    longest = algorithms.split()[-1]
+    short = settings(secret="k" * length, algorithms=algorithms)  # valid: no SectionError
+    assert short.warnings == (("secret", f"{length} bytes: RFC 7518 §3.2 asks for at least "
+                                         f"{wanted} with {longest} (as many as its hash output)"),)
+    assert settings(secret="k" * wanted, algorithms=algorithms).warnings == ()
+
+
+def test_the_secret_is_measured_in_utf8_bytes_and_a_public_key_never_warns(tmp_path, rsa_key):
+    assert settings(secret="é" * 16, algorithms="HS256").warnings == ()  # 32 bytes, 16 chars
+    path = tmp_path / "public.pem"
+    path.write_bytes(public_pem(rsa_key))
+    assert settings(public_key=path, algorithms="RS256").warnings == ()
 
 
 def test_a_bad_leeway_is_an_error():

@@ -55,3 +55,18 @@ def test_a_broken_config_prints_its_problems_and_exits_1(tmp_path, capsys):
         tap.Options().parseOptions(["--config", path])
     assert exited.value.code == 1
     assert capsys.readouterr().err == f"{path}: [route:u] upstream: no section [upstream:nowhere]\n"
+
+
+def test_config_warnings_are_logged_at_start_up_and_on_every_reload(tmp_path):
+    from twisted.logger import capturedLogs
+
+    path = write(tmp_path, "[gateway]\nlisten = tcp:0\n"
+                           "[route:u]\nprefix = /u\nupstream = http://127.0.0.1:1\nmethods = GTE\n")
+    warning = (f"{path}: [route:u] methods: warning: 'GTE' is not a registered HTTP method "
+               "(did you mean 'GET'?)")
+    options = tap.Options()
+    with capturedLogs() as events:
+        options.parseOptions(["--config", path])  # start-up
+        options.load_config()  # what a reload calls
+    logged = [event["warning"] for event in events if event.get("log_level").name == "warn"]
+    assert logged == [warning, warning]

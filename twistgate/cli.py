@@ -1,9 +1,15 @@
 """
-``python -m twistgate``: the gateway's helper commands, beside ``twistd twistgate`` which runs it.
+``twistgate`` and ``python -m twistgate``: the gateway's helper commands, beside ``twistd
+twistgate`` which runs it.
+
+The installed console script (setup.py's ``console_scripts``) and ``python -m twistgate``
+(__main__.py) both call L{main}; only the program name in messages differs, so the two can never
+drift apart.
 
 ``check FILE`` validates a config the way start-up does and prints what it would run (routes,
 chains, upstreams), so a config can be checked before a deploy or a reload.  ``token`` prints an
-HS256 JWT for trying out a route behind a jwt filter.  Neither touches the reactor.
+HS256 JWT for trying out a route behind a jwt filter.  ``--version`` prints twistgate's version.
+None of them touches the reactor.
 
 Exit status: 0 success, 1 an invalid config, 2 a usage mistake (argparse's convention).
 A user's mistake is always one line per problem on stderr, never a traceback.
@@ -21,8 +27,8 @@ from typing import Callable
 
 import jwt
 
-from twistgate import units
-from twistgate.config import ConfigError, format_summary, load_config
+from twistgate import __version__, units
+from twistgate.config import ConfigError, config_warnings, format_summary, load_config
 
 
 def installed_filter_factories() -> Mapping[str, Callable[[Mapping[str, str]], object]]:
@@ -38,13 +44,18 @@ def installed_filter_factories() -> Mapping[str, Callable[[Mapping[str, str]], o
 
 
 def check(path: str) -> int:
-    """Validate the config at ``path``: print ``PATH: OK`` and a summary, or every problem."""
+    """
+    Validate the config at ``path``: print ``PATH: OK`` and a summary, or every problem (exit 1).
+    Warnings (valid but unwise: see L{config_warnings}) go to stderr and leave the exit status 0.
+    """
     try:
         config = load_config(path, filter_factories=installed_filter_factories())
     except ConfigError as error:
         for line in error.problems:
             print(line, file=sys.stderr)
         return 1
+    for line in config_warnings(config):
+        print(line, file=sys.stderr)
     print(f"{path}: OK")
     print(format_summary(config))
     return 0
@@ -92,17 +103,17 @@ def parse_claim(text: str) -> tuple[str, object]:
     return key, value
 
 
-def token(args: argparse.Namespace) -> int:
+def token(args: argparse.Namespace, prog: str = "twistgate") -> int:
     """Print the token the ``token`` arguments ask for; a bad value is one line on stderr, 2."""
     try:
         ttl = units.parse_positive_duration(args.ttl)
     except ValueError as e:
-        print(f"python -m twistgate token: --ttl: {e}", file=sys.stderr)
+        print(f"{prog} token: --ttl: {e}", file=sys.stderr)
         return 2
     try:
         claims = dict(parse_claim(claim) for claim in args.claim)
     except ValueError as e:
-        print(f"python -m twistgate token: --claim: {e}", file=sys.stderr)
+        print(f"{prog} token: --claim: {e}", file=sys.stderr)
         return 2
     # PyJWT warns about short HMAC keys through `warnings`, which prints two lines of source
     # location; a one-line note says the same to someone trying the gateway out.
@@ -117,18 +128,20 @@ def token(args: argparse.Namespace) -> int:
             audience=args.audience,
         )
     for warning in caught:
-        print(f"python -m twistgate token: warning: {warning.message}", file=sys.stderr)
+        print(f"{prog} token: warning: {warning.message}", file=sys.stderr)
     print(encoded)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m twistgate`` command line."""
+def build_parser(prog: str = "twistgate") -> argparse.ArgumentParser:
+    """The command line, named C{prog} in its usage and messages."""
     parser = argparse.ArgumentParser(
-        prog="python -m twistgate",
+        prog=prog,
         description="Helper commands for the twistgate API gateway "
         "(run the gateway itself with: twistd -n twistgate --config gw.ini).",
     )
+    # The same text whichever way it was started, so that scripts can compare it.
+    parser.add_argument("--version", action="version", version=f"twistgate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check_parser = commands.add_parser(
@@ -163,13 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "twistgate") -> int:
+    """
+    Run one command; returns the exit status (``--version``, ``--help`` and usage mistakes exit
+    through argparse's C{SystemExit}: 0, 0 and 2).  The console script calls it as it is;
+    ``python -m twistgate`` passes its own C{prog}.
+    """
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.file)
     if args.command == "token":
-        return token(args)
+        return token(args, prog)
     parser.print_help(sys.stderr)
     return 2

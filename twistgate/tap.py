@@ -15,7 +15,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twistgate.config import ConfigError, GatewayConfig, load_config
+from twistgate.config import ConfigError, GatewayConfig, config_warnings, load_config
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
 
@@ -48,11 +48,17 @@ class Options(usage.Options):
             raise SystemExit(1) from None
 
     def load_config(self) -> GatewayConfig:
-        """Read and validate the configuration file (at start, and again on every reload)."""
-        return load_config(
+        """
+        Read and validate the configuration file (at start, and again on every reload), and log
+        what in it is valid but unwise, one line each, as ``twistgate check`` prints it.
+        """
+        config = load_config(
             self["config"],
             filter_factories={name: factory.validate for name, factory in self.factories.items()},
         )
+        for line in config_warnings(config):
+            log.warn("{warning}", warning=line)
+        return config
 
 
 def warn_about_unbuilt_features(config: GatewayConfig) -> None:

@@ -212,6 +212,7 @@ def test_admin_reload_applies_a_changed_file_and_refuses_a_broken_one(upstreams,
     response, body = yield fetch("POST", base + "/admin/reload")
     answer = json.loads(body)
     assert response.code == 422 and answer["reloaded"] is False
+    assert response.phrase == b"Unprocessable Content"
     assert any("[bogus]" in problem for problem in answer["problems"])
     assert any("[route:shop] upstream" in problem for problem in answer["problems"])
     response, _ = yield fetch("GET", gw.url("/shop"))

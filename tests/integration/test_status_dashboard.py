@@ -1,7 +1,8 @@
 """
 The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver, which
 scripts/test installs) loads /status of a real twistd, traffic goes through the gateway, and the
-numbers on the page must follow. A screenshot is left in artifacts/status-dashboard.png.
+numbers on the page must follow, and the status-code tile must keep its four figures in view at
+any width. Screenshots are left in artifacts/status-dashboard.png (and -360px.png).
 
 Selenium's calls block, and the upstream lives in this test's reactor: they run in a thread
 (deferToThread) so that the reactor keeps answering while the browser is asked.
@@ -25,6 +26,7 @@ from tests.integration.harness import ROOT, free_port, sleep, wait_for_port
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = ROOT / "artifacts" / "status-dashboard.png"
+NARROW_SCREENSHOT = ROOT / "artifacts" / "status-dashboard-360px.png"
 
 if not (shutil.which("chromium") and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
     pytest.skip("needs Debian's chromium and chromium-driver (scripts/test installs them)",
@@ -87,6 +89,45 @@ def painted_pixels(driver, canvas_id):
     )
 
 
+STATUS_FIGURES = ("status-2xx", "status-3xx", "status-4xx", "status-5xx")
+
+
+def status_figures_at(driver, width):
+    """
+    Lay the page out C{width} CSS pixels wide, give the status-code tile the nine-digit counts of
+    a long-running gateway, and return where its four figures, the tile and the viewport are.
+    One script does it all, so the page's own once-a-second update cannot come in between.
+    """
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    return driver.execute_script(
+        "var ids = arguments[0], counts = ['123,456,789', '2,345,678', '98,765,432', '1,234,567'];"
+        "ids.forEach(function (id, i) { document.getElementById(id).textContent = counts[i]; });"
+        "function box(el) { var r = el.getBoundingClientRect();"
+        "  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; }"
+        "return {viewport: document.documentElement.clientWidth,"
+        "  tile: box(document.getElementById(ids[0]).closest('.tile')),"
+        "  figures: ids.map(function (id) { return box(document.getElementById(id)); })};",
+        list(STATUS_FIGURES),
+    )
+
+
+def assert_all_figures_visible(layout):
+    """Each figure drawn, inside its tile and the viewport, and none overlapping another."""
+    tile, viewport = layout["tile"], layout["viewport"]
+    assert 0 <= tile["left"] and tile["right"] <= viewport + 0.5, layout
+    figures = layout["figures"]
+    for figure in figures:
+        assert figure["right"] > figure["left"] and figure["bottom"] > figure["top"], layout
+        assert tile["left"] <= figure["left"] and figure["right"] <= tile["right"] + 0.5, layout
+        assert tile["top"] <= figure["top"] and figure["bottom"] <= tile["bottom"] + 0.5, layout
+    for i, a in enumerate(figures):
+        for b in figures[i + 1:]:
+            apart = (a["right"] <= b["left"] + 0.5 or b["right"] <= a["left"] + 0.5
+                     or a["bottom"] <= b["top"] + 0.5 or b["bottom"] <= a["top"] + 0.5)
+            assert apart, layout
+
+
 @pytest_twisted.inlineCallbacks
 def traffic(gw, seconds, per_second):
     """GETs through the gateway for a few seconds: users (200) and a path no route takes (404)."""
@@ -141,5 +182,10 @@ def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert (yield deferToThread(driver.save_screenshot, str(SCREENSHOT)))
+
+        # The status-code tile keeps its four figures whole, wide or phone-narrow.
+        for width in (1400, 360):
+            assert_all_figures_visible((yield deferToThread(status_figures_at, driver, width)))
+        assert (yield deferToThread(driver.save_screenshot, str(NARROW_SCREENSHOT)))
     finally:
         yield deferToThread(driver.quit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -44,14 +45,32 @@ def test_a_broken_config_stops_twistd_with_one_line_per_problem(tmp_path):
     assert any(line.startswith(f"{config}: [bogus]") for line in lines)
 
 
+def rewrite_ports(text: str, ports: dict) -> str:
+    """
+    C{text} with every ``:PORT`` that C{ports} names replaced, in one pass over whole numbers.
+
+    Successive text replaces are not safe: once ``:5000`` has become a free port such as
+    ``:50007``, replacing ``:5000`` or ``:3000`` next can rewrite that free port (``:530397``).
+    """
+    wanted = {str(fixed): str(free) for fixed, free in ports.items()}
+    return re.sub(r"(?<=:)[0-9]+\b", lambda m: wanted.get(m.group(), m.group()), text)
+
+
+def test_rewrite_ports_never_rewrites_a_port_it_has_just_written():
+    text = "listen = tcp:3000\ntargets = http://127.0.0.1:4000 http://127.0.0.1:5000\n"
+    # each free port begins with another fixed port's digits: the trap of successive replaces
+    rewritten = rewrite_ports(text, {3000: 50007, 4000: 30001, 5000: 40005})
+    assert rewritten == ("listen = tcp:50007\n"
+                         "targets = http://127.0.0.1:30001 http://127.0.0.1:40005\n")
+    assert rewrite_ports("x:30001 y:3000/z", {3000: 1}) == "x:30001 y:1/z"
+
+
 @pytest.fixture
 def example(tmp_path):
     """examples/gw.ini with its fixed ports replaced by free ones, and the demo services."""
-    ports = {port: free_port() for port in (3000, 3001, 4000, 4001, 5000)}
-    text = (ROOT / "examples" / "gw.ini").read_text()
-    for fixed, free in ports.items():
-        text = text.replace(":%d" % fixed, ":%d" % free)
-    text = text.replace("tcp:%d" % ports[3000], "tcp:{port}")
+    ports = {port: free_port() for port in (3001, 4000, 4001, 5000)}
+    text = rewrite_ports((ROOT / "examples" / "gw.ini").read_text(),
+                         {**ports, 3000: "{port}"})
     demo = demo_service(
         ports={"users": [ports[4000], ports[4001]], "orders": [ports[5000]]}
     )
@@ -107,3 +126,38 @@ def test_the_example_configs_orders_route_is_cached(example):
     assert first.headers.getRawHeaders(b"x-cache") == [b"MISS"]
     assert second.headers.getRawHeaders(b"x-cache") == [b"HIT"]
     assert second.headers.hasHeader(b"age")
+
+
+@pytest_twisted.inlineCallbacks
+def test_config_warnings_are_logged_at_start_up_and_the_gateway_still_serves(tmp_path):
+    gateway = Gateway(tmp_path, """
+        [gateway]
+        listen = tcp:{port}
+        filters = auth
+
+        [filter:auth]
+        use = jwt
+        secret = only-20-bytes-long!!
+        algorithms = HS256
+
+        [route:users]
+        prefix = /users
+        upstream = http://127.0.0.1:1
+        methods = GET GTE
+    """).start()
+    try:
+        response = yield treq.get(gateway.url("/users"))
+        yield response.content()
+        assert response.code == 401  # started and serving: warnings do not stop it
+        log = gateway.log().splitlines()
+        config = gateway.config
+        for warning in (
+            f"{config}: [filter:auth] secret: warning: 20 bytes: RFC 7518 §3.2 asks for at "
+            "least 32 with HS256 (as many as its hash output)",
+            f"{config}: [route:users] methods: warning: 'GTE' is not a registered HTTP method "
+            "(did you mean 'GET'?)",
+        ):
+            assert sum(line.endswith(warning) for line in log) == 1, gateway.log()
+    finally:
+        gateway.stop()
+    assert gateway.process.returncode == 0

@@ -20,7 +20,8 @@ read:
     ini.py          INI text -> sections, every structural error a problem line with its line number
     environment.py  ``[gateway] env_file`` and ``${NAME}`` substitution
     section.py      one section's keys, with typed getters that report a bad value and go on
-    checks.py       what each section type may say, and the references between sections
+    checks.py       what each section type may say, the references between sections, and
+                    config_warnings: what is valid but unwise, printed by ``check`` and logged
     values.py       one value at a time: targets, endpoints, networks, prefixes, counts, suggestions
     model.py        the frozen objects the gateway is given, and the two exceptions
     summary.py      format_summary, printed by ``check``
@@ -29,6 +30,7 @@ read:
 from __future__ import annotations
 
 from twistgate.config.build import load_config, parse_config
+from twistgate.config.checks import config_warnings
 from twistgate.config.model import (
     AggregateConfig,
     ConfigError,
@@ -69,6 +71,7 @@ __all__ = [
     "StoreSettings",
     "Target",
     "UpstreamConfig",
+    "config_warnings",
     "format_summary",
     "load_config",
     "parse_config",

@@ -1,11 +1,15 @@
 """
-What each section type may say, and how sections refer to each other.
+What each section type may say, how sections refer to each other, and what is valid but unwise.
 
 build.py hands every section of gw.ini to one method here, which reads it through a
 ``_Section``, reports its problems there and returns the parsed object from model.py, or None
 when the section has a problem.  References between sections (a route's upstream, a chain's
 filters) are checked against every section declared in the file, so that a section with a problem
 of its own is never reported a second time by the sections that name it.
+
+``config_warnings`` looks at a config that passed: what it finds (a method no registry knows, a
+short HMAC key) is worth a line in ``check`` and in the start-up log, but is no reason to refuse
+the file, since a private method or a test key may be meant.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from twistgate.config.model import (
     FilterConfig,
     FilterFactories,
     FilterSection,
+    GatewayConfig,
     GatewaySettings,
     RouteConfig,
     SectionError,
@@ -48,6 +53,41 @@ from twistgate.config.values import (
     parse_target,
 )
 from twistgate.units import parse_positive_duration as _positive_duration
+
+#: The IANA HTTP Method Registry (RFC 9110 §16.1): RFC 9110's methods, PATCH (RFC 5789), WebDAV
+#: and its extensions (RFC 4918, 3253, 3648, 3744, 4437, 4791, 5323, 5842), LINK/UNLINK, and QUERY.
+#: PRI is left out: it is HTTP/2's connection preface, never a request a route could take.
+REGISTERED_METHODS = frozenset(
+    """GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH QUERY
+    PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK SEARCH ACL BIND UNBIND REBIND
+    LINK UNLINK ORDERPATCH MKCALENDAR MKREDIRECTREF UPDATEREDIRECTREF
+    BASELINE-CONTROL CHECKIN CHECKOUT UNCHECKOUT LABEL MERGE MKACTIVITY MKWORKSPACE REPORT
+    UPDATE VERSION-CONTROL""".split()
+)
+
+
+def config_warnings(config: GatewayConfig) -> list[str]:
+    """
+    One line per thing in a valid C{config} that is allowed but probably a mistake, formatted as
+    the problems are with ``warning:`` before the text:
+    ``gw.ini: [route:users] methods: warning: 'GTE' is not a registered HTTP method (did you
+    mean 'GET'?)``. Filter sections report theirs through their settings' C{warnings}.
+    """
+    lines: list[str] = []
+
+    def warn(section: str, key: str, text: str) -> None:
+        lines.append(f"{config.path}: [{section}] {key}: warning: {text}")
+
+    for filter_config in config.filters.values():
+        for key, text in getattr(filter_config.settings, "warnings", ()):
+            warn(f"filter:{filter_config.name}", key, text)
+    for route in config.routes:
+        for method in sorted(route.methods or ()):
+            if method not in REGISTERED_METHODS:
+                warn(f"route:{route.name}", "methods",
+                     f"'{method}' is not a registered HTTP method"
+                     + _suggest(method, REGISTERED_METHODS))
+    return lines
 
 
 class _SectionChecks:

@@ -64,6 +64,10 @@ class IFilterFactory(Interface):
         If the settings name upstreams (such as a fallback), give the settings object an
         attribute C{upstream_references}: a sequence of (key, upstream name) pairs, which the
         configuration checks against its ``[upstream:NAME]`` sections.
+
+        A section that is valid but unwise (a short HMAC key, say) is not a problem: give the
+        settings object an attribute C{warnings}, a sequence of (key, warning) pairs, which
+        ``twistgate check`` prints and start-up logs, one line each.
         """
 
     def build(name: str, settings: object, services: FilterServices) -> IFilter:

@@ -83,6 +83,25 @@ class JWTSettings:
         """
         return tuple(header for _, header in self.forward_claims)
 
+    @property
+    def warnings(self) -> tuple[tuple[str, str], ...]:
+        """
+        (key, warning) pairs for a section that is valid but unwise; ``check`` prints them and
+        start-up logs them. RFC 7518 §3.2: an HS* key must be at least as long as the hash
+        output (32 bytes for HS256, 48 for HS384, 64 for HS512), or brute force gets easier.
+        """
+        if self.secret is None:
+            return ()
+        hmac = [alg for alg in self.algorithms if alg in HMAC_ALGORITHMS]
+        if not hmac:
+            return ()
+        wanted = max(int(alg[2:]) // 8 for alg in hmac)
+        if len(self.secret) >= wanted:
+            return ()
+        longest = max(hmac, key=lambda alg: int(alg[2:]))
+        return (("secret", f"{len(self.secret)} bytes: RFC 7518 §3.2 asks for at least {wanted} "
+                           f"with {longest} (as many as its hash output)"),)
+
 
 def algorithms_for_key(key: Any) -> frozenset[str]:
     """The JWS algorithms that can verify with C{key} (a cryptography public key)."""

@@ -20,6 +20,9 @@ from twistgate.status.pages import Directory, Endpoint, answer_error, answer_jso
 
 log = Logger()
 
+#: RFC 9110 §15.5.21's reason phrase for 422, the answer to a reload of a config with problems.
+UNPROCESSABLE_CONTENT = b"Unprocessable Content"
+
 
 def same_origin(request) -> bool:
     """
@@ -63,7 +66,10 @@ class Reload(AdminEndpoint):
                 request, 500, {"reloaded": False, "problems": ["reload failed: %s" % (error,)]}
             )
         if problems:
-            return answer_json(request, 422, {"reloaded": False, "problems": list(problems)})
+            body = answer_json(request, 422, {"reloaded": False, "problems": list(problems)})
+            # Twisted 25.5 knows no phrase for 422 and would send "Unknown Status".
+            request.setResponseCode(422, UNPROCESSABLE_CONTENT)
+            return body
         return answer_json(request, 200, {"reloaded": True})
 
 
