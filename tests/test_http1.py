@@ -305,6 +305,18 @@ def test_connection_headers_stay_out_of_the_response_headers():
     assert response.length is UNKNOWN_LENGTH
 
 
+def test_headers_that_connection_names_stay_out_of_the_response_headers():
+    _, endpoint, pool = make_pool()
+    response, _, _ = answered(
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nX-Secret: s\r\nConnection: keep-alive, X-SECRET\r\n"
+        b"x-other-hop: o\r\nConnection: ,x-other-hop\r\nX-Kept: k\r\nContent-Length: 0\r\n\r\n",
+    )
+    assert list(response.headers.getAllRawHeaders()) == [(b"X-Kept", [b"k"])]
+    assert pool.idle_count() == 1
+
+
 def test_a_chunked_body_is_decoded_across_any_split_and_trailers_are_dropped():
     _, endpoint, pool = make_pool()
     _, results = get(pool)

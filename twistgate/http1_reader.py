@@ -27,6 +27,7 @@ from twistgate.http1_response import (
     MAX_HEADERS,
     Response,
     _content_length,
+    _drop_connection_named,
     _head_end,
     _lines,
     _name,
@@ -168,6 +169,8 @@ class _ResponseReader:
             else:
                 values.append(value)
 
+        if connection is not None:
+            _drop_connection_named(table, connection)
         if _HEADERS_TABLE:
             headers = Headers()
             headers._rawHeaders = table

@@ -49,6 +49,9 @@ _CONNECTION_CONTROL = frozenset(
     ]
 )
 
+#: C{Connection} options that name no header (the empty one comes from lists like C{"a,,b"}).
+_CONNECTION_OPTIONS = frozenset([b"close", b"keep-alive", b""])
+
 _HTTP11 = (b"HTTP", 1, 1)
 _HTTP10 = (b"HTTP", 1, 0)
 
@@ -145,6 +148,21 @@ def _unusual_lines(head: bytes) -> list[bytes]:
         else:
             lines.append(line)
     return lines
+
+
+def _drop_connection_named(table: dict[bytes, list[bytes]], values: list[bytes]) -> None:
+    """
+    Remove from a parsed header C{table}, in place, the headers that the C{Connection} header
+    C{values} name (RFC 9110 §7.6.1: they describe this connection only, and an intermediary must
+    not forward them). The usual C{keep-alive} or C{close} names none and costs one comparison.
+    """
+    if len(values) == 1 and values[0].lower() in _CONNECTION_OPTIONS:
+        return
+    named = {t.strip().lower() for value in values for t in value.split(b",")}
+    named -= _CONNECTION_OPTIONS
+    if named:
+        for stored in [stored for stored in table if stored.lower() in named]:
+            del table[stored]
 
 
 def _says_close(values: list[bytes]) -> bool:
