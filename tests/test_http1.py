@@ -22,7 +22,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistgate.http1 import BUFFER_HIGH_WATER, MAX_HEAD, ConnectionPool
+from twistgate.http1 import BUFFER_HIGH_WATER, MAX_HEAD, MAX_INTERIM, ConnectionPool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
 
@@ -387,6 +387,63 @@ def test_interim_responses_are_skipped():
     assert results[0].code == 200
     assert not results[0].headers.hasHeader(b"link")
     assert read_body(results[0]).data == [b"hello"]
+
+
+class Interim:
+    """Hears of a request's interim responses."""
+
+    def __init__(self):
+        self.heard = []
+
+    def write_interim(self, code, phrase, headers):
+        self.heard.append((code, phrase, list(headers.getAllRawHeaders())))
+
+
+def test_interim_responses_go_to_the_requests_receiver_as_they_arrive():
+    _, endpoint, pool = make_pool()
+    interim = Interim()
+    results = []
+    pool.request(b"GET", b"/x", Headers({b"host": [b"up"]}), None, interim).addBoth(
+        results.append
+    )
+    protocol, _ = endpoint.accept()
+    protocol.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n")
+    assert interim.heard == [(100, b"Continue", [])]
+    protocol.dataReceived(
+        b"Link: </a>; rel=preload\r\nConnection: x-hop\r\nX-Hop: 1\r\nLink: </b>\r\n\r\n"
+    )
+    assert interim.heard[1] == (103, b"Early Hints", [(b"Link", [b"</a>; rel=preload", b"</b>"])])
+    assert results == []
+    protocol.dataReceived(OK)
+    assert results[0].code == 200
+    assert read_body(results[0]).data == [b"hello"]
+    assert len(interim.heard) == 2
+    assert pool.idle_count() == 1
+
+
+def test_a_101_nobody_asked_for_fails_the_request_and_aborts_the_connection():
+    _, endpoint, pool = make_pool()
+    _, results = get(pool)
+    protocol, transport = endpoint.accept()
+    protocol.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\0\0")
+    assert is_parse_error(failure_of(results, ResponseFailed))
+    assert transport.aborted
+    assert pool.idle_count() == 0
+
+
+def test_more_interim_responses_than_max_interim_fail_the_request():
+    _, endpoint, pool = make_pool()
+    interim = Interim()
+    results = []
+    pool.request(b"GET", b"/x", Headers({b"host": [b"up"]}), None, interim).addBoth(
+        results.append
+    )
+    protocol, transport = endpoint.accept()
+    protocol.dataReceived(b"HTTP/1.1 103 Early Hints\r\n\r\n" * MAX_INTERIM)
+    assert results == [] and len(interim.heard) == MAX_INTERIM
+    protocol.dataReceived(b"HTTP/1.1 103 Early Hints\r\n\r\n")
+    assert is_parse_error(failure_of(results, ResponseFailed))
+    assert transport.aborted and len(interim.heard) == MAX_INTERIM
 
 
 def test_bare_newlines_a_missing_phrase_and_folded_headers_are_accepted():

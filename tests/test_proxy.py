@@ -29,7 +29,7 @@ class FakeClient:
     def host_value(self, target):
         return target.url.split("://")[1].split("/")[0].encode()
 
-    def request(self, method, target, path, headers, body):
+    def request(self, method, target, path, headers, body, interim=None):
         d = Deferred()
         sent = Headers(dict(headers.getAllRawHeaders()))
         self.calls.append((method, target.url.encode() + path, sent, body, d))
@@ -197,3 +197,17 @@ def test_the_exchange_records_each_attempt_for_metrics_and_the_access_log():
     ]
     assert exchange.context["target"] == "http://10.0.0.2:8080/base"
     assert exchange.context["upstream"] == "pair"
+
+
+def test_the_upstreams_interim_responses_are_sent_to_the_clients_request():
+    _, upstream, forwarder, route = setup()
+    receivers = []
+
+    def request(method, target, path, headers, body, interim=None):
+        receivers.append(interim)
+        return Deferred()
+
+    upstream.client.request = request
+    exchange = exchange_for(route)
+    forwarder.forward(exchange)
+    assert receivers == [exchange.request]

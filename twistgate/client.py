@@ -77,14 +77,21 @@ class UpstreamClient:
         path: bytes,
         headers: Headers,
         body: IBodyProducer | None,
+        interim: object = None,
     ) -> Deferred[Response]:
         """
         Send C{method path} to C{target} (its base path in front of C{path}); C{headers} must
         hold the C{Host} header. Fires with the response once its head has arrived; fails as an
         Agent request would (connection errors, L{ResponseNeverReceived}, ...).
+
+        @param interim: what hears of the interim (1xx) responses before the final one, through
+            its C{write_interim(code, phrase, headers)} (the client's
+            L{twistgate.server_request.GatewayRequest}); objects without that method hear nothing.
         """
         prepared = self._prepared.get(target) or self._prepare(target)
-        return prepared.connections.request(method, prepared.base_path + path, headers, body)
+        return prepared.connections.request(
+            method, prepared.base_path + path, headers, body, interim
+        )
 
     def close(self) -> Deferred[None]:
         """Close every target's idle connections (the upstream is dropped, or the gateway stops)."""

@@ -34,12 +34,19 @@ from __future__ import annotations
 
 from twistgate.http1_connection import HTTP1Connection
 from twistgate.http1_pool import ConnectionPool
-from twistgate.http1_response import BUFFER_HIGH_WATER, MAX_HEAD, MAX_HEADERS, Response
+from twistgate.http1_response import (
+    BUFFER_HIGH_WATER,
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_INTERIM,
+    Response,
+)
 
 __all__ = [
     "BUFFER_HIGH_WATER",
     "MAX_HEAD",
     "MAX_HEADERS",
+    "MAX_INTERIM",
     "ConnectionPool",
     "HTTP1Connection",
     "Response",

@@ -55,6 +55,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         self._head = b""
         self._scanned = 0
         self._any_byte = False
+        self._interims = 0
         self._keep_alive = False
         self._left = 0
         self._chunks: ChunkedDecoder | None = None

@@ -62,13 +62,19 @@ class ConnectionPool:
         self._closed = False
 
     def request(
-        self, method: bytes, path: bytes, headers: Headers, body: IBodyProducer | None
+        self,
+        method: bytes,
+        path: bytes,
+        headers: Headers,
+        body: IBodyProducer | None,
+        interim: object = None,
     ) -> Deferred[Response]:
         """
         Send C{method path} with C{headers} (and C{body}) to the target; fires with the
-        L{Response} once its head has arrived.
+        L{Response} once its head has arrived. Interim (1xx) responses before it go to
+        C{interim.write_interim(code, phrase, headers)}, if C{interim} has that method.
         """
-        call = _Call(self, method, path, headers, body)
+        call = _Call(self, method, path, headers, body, interim)
         d = call.deferred
         connection = self._checkout()
         if connection is None:

@@ -31,6 +31,10 @@ MAX_HEAD = 64 * 1024
 #: The most header lines (trailer lines too) accepted in a response.
 MAX_HEADERS = 100
 
+#: The most interim (1xx) responses accepted before the final one: each is relayed to the client
+#: as it comes, so an upstream sending them without end would otherwise fill the client's buffer.
+MAX_INTERIM = 10
+
 #: Body bytes held for a response nobody reads yet; past this its connection stops being read.
 BUFFER_HIGH_WATER = 64 * 1024
 
@@ -163,6 +167,34 @@ def _drop_connection_named(table: dict[bytes, list[bytes]], values: list[bytes])
     if named:
         for stored in [stored for stored in table if stored.lower() in named]:
             del table[stored]
+
+
+def _interim_headers(lines: list[bytes]) -> Headers:
+    """
+    The headers of an interim response head (its C{lines}, status line first), without those
+    that describe the connection or the framing.
+    """
+    table: dict[bytes, list[bytes]] = {}
+    connection: list[bytes] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ParseError("header line without a colon", line[:64])
+        known = _names.get(name)
+        stored, lower = known if known is not None else _name(name)
+        value = value.strip(b" \t")
+        if lower in _CONNECTION_CONTROL:
+            if lower == b"connection":
+                connection.append(value)
+            continue
+        table.setdefault(stored, []).append(value)
+    if connection:
+        _drop_connection_named(table, connection)
+    if _HEADERS_TABLE:
+        headers = Headers()
+        headers._rawHeaders = table
+        return headers
+    return Headers(table)
 
 
 def _says_close(values: list[bytes]) -> bool:

@@ -167,7 +167,12 @@ class _Attempts:
         if self.target_host:
             self.headers.setRawHeaders(b"Host", [client.host_value(state.target)])
         d = client.request(
-            exchange.method, state.target, exchange.upstream_path, self.headers, exchange.body
+            exchange.method,
+            state.target,
+            exchange.upstream_path,
+            self.headers,
+            exchange.body,
+            interim=exchange.request,
         )
         self.current = d
         self.deadline = self.forwarder.deadlines.watch(self)
