@@ -349,6 +349,42 @@ def test_a_body_delimited_by_close_ends_with_potential_data_loss_and_no_reuse():
     assert pool.idle_count() == 0
 
 
+def test_a_final_coding_other_than_chunked_is_read_until_close_and_named_as_content_coding():
+    _, endpoint, pool = make_pool()
+    response, protocol, transport = answered(
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: GZIP\r\nContent-Length: 2\r\n"
+        b'ETag: "v1"\r\n\r\n\x1f\x8b',
+    )
+    assert response.length is UNKNOWN_LENGTH
+    assert response.headers.getRawHeaders(b"content-encoding") == [b"gzip"]
+    assert response.headers.getRawHeaders(b"etag") == [b'W/"v1"']
+    assert not response.headers.hasHeader(b"transfer-encoding")
+    reader = read_body(response)
+    protocol.dataReceived(b"\x08\x00")
+    assert not transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert reader.data == [b"\x1f\x8b", b"\x08\x00"]
+    assert reader.reason.check(PotentialDataLoss)
+    assert pool.idle_count() == 0
+
+
+def test_codings_before_a_final_chunked_are_passed_on_after_the_content_codings():
+    _, endpoint, pool = make_pool()
+    response, protocol, _ = answered(
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nTransfer-Encoding: gzip\r\n"
+        b'Transfer-Encoding: , chunked\r\nETag: W/"weak"\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+    )
+    assert response.headers.getRawHeaders(b"content-encoding") == [b"br, gzip"]
+    assert response.headers.getRawHeaders(b"etag") == [b'W/"weak"']
+    reader = read_body(response)
+    assert reader.data == [b"abc"] and reader.reason.check(ResponseDone)
+    assert pool.idle_count() == 1
+
+
 @pytest.mark.parametrize(
     "method, status",
     [(b"HEAD", b"200 OK"), (b"GET", b"204 No Content"), (b"GET", b"304 Not Modified")],
@@ -473,7 +509,6 @@ def test_bare_newlines_a_missing_phrase_and_folded_headers_are_accepted():
         b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * MAX_HEAD + b"\r\n\r\n",
     ],

@@ -35,6 +35,7 @@ from twistgate.http1_response import (
     _lines,
     _name,
     _names,
+    _pass_on_codings,
     _says_close,
 )
 
@@ -174,6 +175,13 @@ class _ResponseReader:
 
         if connection is not None:
             _drop_connection_named(table, connection)
+        no_body = head_request or code == 204 or code == 304
+        chunked = False
+        if codings is not None and not no_body:
+            if len(codings) == 1 and codings[0].lower() == b"chunked":
+                chunked = True
+            else:
+                chunked = _pass_on_codings(table, codings)
         if _HEADERS_TABLE:
             headers = Headers()
             headers._rawHeaders = table
@@ -181,20 +189,23 @@ class _ResponseReader:
             headers = Headers(table)
 
         keep_alive = version is _HTTP11 and (connection is None or not _says_close(connection))
-        if head_request or code == 204 or code == 304:
+        if no_body:
             # RFC 9112 §6.3 items 1 and 2: no body, whatever the headers say.
             self._answer(Response(version, code, phrase, headers, 0, None), keep_alive, rest)
             return
-        if codings is not None:
-            chunked = [t.strip().lower() for value in codings for t in value.split(b",")]
-            if chunked != [b"chunked"]:
-                raise ParseError("unsupported transfer coding", b", ".join(codings))
+        if codings is not None and not chunked:
+            # RFC 9112 §6.3 item 4: chunked is not the final coding, so the body ends when the
+            # target closes the connection.
+            self._state = _UNTIL_CLOSE
+            keep_alive = False
+            length: int | str = UNKNOWN_LENGTH
+        elif codings is not None:
             if lengths is not None:
                 # RFC 9112 §6.3 item 3: chunked wins, and the connection is not reused.
                 keep_alive = False
             self._state = _CHUNKED
             self._chunks = ChunkedDecoder(MAX_HEAD, MAX_HEADERS)
-            length: int | str = UNKNOWN_LENGTH
+            length = UNKNOWN_LENGTH
         elif lengths is not None:
             length = _content_length(lengths)
             if length == 0:

@@ -197,6 +197,33 @@ def _interim_headers(lines: list[bytes]) -> Headers:
     return Headers(table)
 
 
+def _pass_on_codings(table: dict[bytes, list[bytes]], values: list[bytes]) -> bool:
+    """
+    Whether the C{Transfer-Encoding} C{values} end with C{chunked}, the one coding the client
+    decodes; the others are passed on, in C{table}, as content codings.
+
+    A transfer coding belongs to one hop, and the gateway frames the client's answer itself, so
+    a coding it does not decode (C{gzip} in C{gzip, chunked}, or all of them when chunked is not
+    last) would be lost with the C{Transfer-Encoding} field: the body's bytes would reach the
+    client as if they were not coded at all. Named in C{Content-Encoding} after the response's
+    own content codings (in the order they were applied, RFC 9110 §8.4), they stay decodable.
+    The bytes are then those of a different representation, so a strong C{ETag} becomes weak
+    (RFC 9110 §8.8.3), as a compressing proxy's does.
+    """
+    codings = [t.strip().lower() for value in values for t in value.split(b",") if t.strip()]
+    chunked = codings[-1:] == [b"chunked"]
+    if chunked:
+        del codings[-1]
+    if codings:
+        encoding = _name(b"Content-Encoding")[0]
+        table[encoding] = [b", ".join(table.get(encoding, []) + codings)]
+        etag = _name(b"ETag")[0]
+        tags = table.get(etag)
+        if tags is not None:
+            table[etag] = [tag if tag[:2] == b"W/" else b"W/" + tag for tag in tags]
+    return chunked
+
+
 def _says_close(values: list[bytes]) -> bool:
     """Whether C{Connection} header values hold the C{close} option."""
     for value in values:
