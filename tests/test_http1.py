@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, TimeoutError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -719,6 +719,71 @@ def test_cancelling_a_sent_request_aborts_its_connection_for_good():
     protocol.dataReceived(OK)
     protocol.connectionLost(Failure(ConnectionAborted()))
     assert pool.idle_count() == 0
+
+
+def body_under_way(read_timeout=10.0):
+    """A response with 5 of its 100 body bytes read: (clock, pool, reader, transport)."""
+    clock, endpoint, pool = make_pool(read_timeout=read_timeout)
+    response, _, transport = answered(
+        pool, endpoint, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"
+    )
+    protocol = endpoint.connections[0][0]
+    return clock, pool, protocol, read_body(response), transport
+
+
+def test_a_body_that_stalls_for_the_read_timeout_is_cut_and_its_connection_aborted():
+    clock, pool, _, reader, transport = body_under_way()
+    clock.advance(10)  # a byte came since the body started: not yet
+    assert reader.reason is None and not transport.aborted
+    clock.advance(10)
+    assert reader.data == [b"hello"]
+    assert reader.reason.check(ResponseFailed)
+    assert reader.reason.value.reasons[0].check(TimeoutError)
+    assert transport.aborted and pool.idle_count() == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_body_that_keeps_arriving_is_never_cut():
+    clock, pool, protocol, reader, transport = body_under_way()
+    for _ in range(18):
+        clock.advance(9)
+        protocol.dataReceived(b"x" * 5)
+    assert reader.reason is None and not transport.aborted
+    protocol.dataReceived(b"x" * 5)
+    assert reader.reason.check(ResponseDone) and pool.idle_count() == 1
+
+
+def test_a_body_held_up_by_its_slow_reader_is_not_stalled():
+    clock, _, protocol, reader, transport = body_under_way()
+    reader.transport.pauseProducing()
+    clock.advance(100)
+    assert reader.reason is None and not transport.aborted
+    reader.transport.resumeProducing()
+    clock.advance(10)
+    clock.advance(10)
+    assert reader.reason.check(ResponseFailed) and transport.aborted
+
+
+def test_the_stall_timer_leaves_idle_connections_alone_and_is_armed_again_by_the_next_body():
+    clock, endpoint, pool = make_pool(read_timeout=10.0)
+    answered(pool, endpoint)
+    assert pool.idle_count() == 1
+    clock.advance(30)
+    assert pool.idle_count() == 1
+    _, results = get(pool)
+    protocol, transport = endpoint.connections[0]
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    reader = read_body(results[0])
+    clock.advance(10)
+    assert reader.reason is None
+    clock.advance(10)
+    assert reader.reason.check(ResponseFailed) and transport.aborted
+
+
+def test_without_a_read_timeout_a_stalled_body_waits():
+    clock, _, _, reader, transport = body_under_way(read_timeout=None)
+    clock.advance(3600)
+    assert reader.reason is None and not transport.aborted
 
 
 def test_a_body_that_arrives_before_deliver_body_is_held_then_delivered_in_order():

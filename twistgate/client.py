@@ -56,12 +56,15 @@ class UpstreamClient:
         connect_timeout: float,
         max_idle: int = MAX_IDLE_PER_TARGET,
         idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
+        read_timeout: float | None = None,
     ):
         self._reactor = reactor
         self._tls = tls
         self._connect_timeout = connect_timeout
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
+        #: Seconds a response body may bring no byte before it is cut (None: no limit).
+        self.read_timeout = read_timeout
         self._prepared: dict[Target, _Prepared] = {}
         # Targets that differ only in their base path share their connections.
         self._pools: dict[tuple[str, str, int], ConnectionPool] = {}
@@ -126,7 +129,7 @@ class UpstreamClient:
         connections = self._pools.get(key)
         if connections is None:
             connections = ConnectionPool(
-                self._reactor, endpoint, self._max_idle, self._idle_timeout
+                self._reactor, endpoint, self._max_idle, self._idle_timeout, self.read_timeout
             )
             self._pools[key] = connections
         prepared = _Prepared(

@@ -42,7 +42,9 @@ class ConnectionPool:
     Idle connections wait in a deque, the most recently used one taken first (so that a quiet
     spell leaves the oldest ones unused, to be closed); at most C{max_idle} are kept. One timer
     per pool, not per request, closes those idle for C{idle_timeout} seconds, shorter than
-    common upstream keep-alive limits so that the gateway closes first.
+    common upstream keep-alive limits so that the gateway closes first. A response body that
+    brings no byte for C{read_timeout} seconds (checked every C{read_timeout}, so cut within
+    twice that) fails, and its connection is aborted; L{None} waits for ever.
     """
 
     def __init__(
@@ -51,12 +53,14 @@ class ConnectionPool:
         endpoint: IStreamClientEndpoint,
         max_idle: int = 64,
         idle_timeout: float = 50.0,
+        read_timeout: float | None = None,
     ):
         self._reactor = reactor
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
         self._idle: deque[HTTP1Connection] = deque()
         self._sweep: IDelayedCall | None = None
         self._closed = False

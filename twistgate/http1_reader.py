@@ -220,6 +220,8 @@ class _ResponseReader:
         self._keep_alive = keep_alive
         response = Response(version, code, phrase, headers, length, self)
         self._response = response
+        if self._stall_timer is None:
+            self._watch_stall()
         self._call.answered(response)
 
     def _interim_parsed(self, code: int, phrase: bytes, lines: list[bytes], status: bytes) -> None:
