@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, TimeoutError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -22,7 +22,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistgate.http1 import BUFFER_HIGH_WATER, MAX_HEAD, ConnectionPool
+from twistgate.http1 import BUFFER_HIGH_WATER, MAX_HEAD, MAX_INTERIM, ConnectionPool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
 
@@ -305,6 +305,18 @@ def test_connection_headers_stay_out_of_the_response_headers():
     assert response.length is UNKNOWN_LENGTH
 
 
+def test_headers_that_connection_names_stay_out_of_the_response_headers():
+    _, endpoint, pool = make_pool()
+    response, _, _ = answered(
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nX-Secret: s\r\nConnection: keep-alive, X-SECRET\r\n"
+        b"x-other-hop: o\r\nConnection: ,x-other-hop\r\nX-Kept: k\r\nContent-Length: 0\r\n\r\n",
+    )
+    assert list(response.headers.getAllRawHeaders()) == [(b"X-Kept", [b"k"])]
+    assert pool.idle_count() == 1
+
+
 def test_a_chunked_body_is_decoded_across_any_split_and_trailers_are_dropped():
     _, endpoint, pool = make_pool()
     _, results = get(pool)
@@ -335,6 +347,42 @@ def test_a_body_delimited_by_close_ends_with_potential_data_loss_and_no_reuse():
     assert reader.data == [b"some", b" more"]
     assert reader.reason.check(PotentialDataLoss)
     assert pool.idle_count() == 0
+
+
+def test_a_final_coding_other_than_chunked_is_read_until_close_and_named_as_content_coding():
+    _, endpoint, pool = make_pool()
+    response, protocol, transport = answered(
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: GZIP\r\nContent-Length: 2\r\n"
+        b'ETag: "v1"\r\n\r\n\x1f\x8b',
+    )
+    assert response.length is UNKNOWN_LENGTH
+    assert response.headers.getRawHeaders(b"content-encoding") == [b"gzip"]
+    assert response.headers.getRawHeaders(b"etag") == [b'W/"v1"']
+    assert not response.headers.hasHeader(b"transfer-encoding")
+    reader = read_body(response)
+    protocol.dataReceived(b"\x08\x00")
+    assert not transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert reader.data == [b"\x1f\x8b", b"\x08\x00"]
+    assert reader.reason.check(PotentialDataLoss)
+    assert pool.idle_count() == 0
+
+
+def test_codings_before_a_final_chunked_are_passed_on_after_the_content_codings():
+    _, endpoint, pool = make_pool()
+    response, protocol, _ = answered(
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nTransfer-Encoding: gzip\r\n"
+        b'Transfer-Encoding: , chunked\r\nETag: W/"weak"\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+    )
+    assert response.headers.getRawHeaders(b"content-encoding") == [b"br, gzip"]
+    assert response.headers.getRawHeaders(b"etag") == [b'W/"weak"']
+    reader = read_body(response)
+    assert reader.data == [b"abc"] and reader.reason.check(ResponseDone)
+    assert pool.idle_count() == 1
 
 
 @pytest.mark.parametrize(
@@ -377,6 +425,63 @@ def test_interim_responses_are_skipped():
     assert read_body(results[0]).data == [b"hello"]
 
 
+class Interim:
+    """Hears of a request's interim responses."""
+
+    def __init__(self):
+        self.heard = []
+
+    def write_interim(self, code, phrase, headers):
+        self.heard.append((code, phrase, list(headers.getAllRawHeaders())))
+
+
+def test_interim_responses_go_to_the_requests_receiver_as_they_arrive():
+    _, endpoint, pool = make_pool()
+    interim = Interim()
+    results = []
+    pool.request(b"GET", b"/x", Headers({b"host": [b"up"]}), None, interim).addBoth(
+        results.append
+    )
+    protocol, _ = endpoint.accept()
+    protocol.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n")
+    assert interim.heard == [(100, b"Continue", [])]
+    protocol.dataReceived(
+        b"Link: </a>; rel=preload\r\nConnection: x-hop\r\nX-Hop: 1\r\nLink: </b>\r\n\r\n"
+    )
+    assert interim.heard[1] == (103, b"Early Hints", [(b"Link", [b"</a>; rel=preload", b"</b>"])])
+    assert results == []
+    protocol.dataReceived(OK)
+    assert results[0].code == 200
+    assert read_body(results[0]).data == [b"hello"]
+    assert len(interim.heard) == 2
+    assert pool.idle_count() == 1
+
+
+def test_a_101_nobody_asked_for_fails_the_request_and_aborts_the_connection():
+    _, endpoint, pool = make_pool()
+    _, results = get(pool)
+    protocol, transport = endpoint.accept()
+    protocol.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\0\0")
+    assert is_parse_error(failure_of(results, ResponseFailed))
+    assert transport.aborted
+    assert pool.idle_count() == 0
+
+
+def test_more_interim_responses_than_max_interim_fail_the_request():
+    _, endpoint, pool = make_pool()
+    interim = Interim()
+    results = []
+    pool.request(b"GET", b"/x", Headers({b"host": [b"up"]}), None, interim).addBoth(
+        results.append
+    )
+    protocol, transport = endpoint.accept()
+    protocol.dataReceived(b"HTTP/1.1 103 Early Hints\r\n\r\n" * MAX_INTERIM)
+    assert results == [] and len(interim.heard) == MAX_INTERIM
+    protocol.dataReceived(b"HTTP/1.1 103 Early Hints\r\n\r\n")
+    assert is_parse_error(failure_of(results, ResponseFailed))
+    assert transport.aborted and len(interim.heard) == MAX_INTERIM
+
+
 def test_bare_newlines_a_missing_phrase_and_folded_headers_are_accepted():
     _, endpoint, pool = make_pool()
     response, _, _ = answered(
@@ -404,7 +509,6 @@ def test_bare_newlines_a_missing_phrase_and_folded_headers_are_accepted():
         b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * MAX_HEAD + b"\r\n\r\n",
     ],
@@ -615,6 +719,71 @@ def test_cancelling_a_sent_request_aborts_its_connection_for_good():
     protocol.dataReceived(OK)
     protocol.connectionLost(Failure(ConnectionAborted()))
     assert pool.idle_count() == 0
+
+
+def body_under_way(read_timeout=10.0):
+    """A response with 5 of its 100 body bytes read: (clock, pool, reader, transport)."""
+    clock, endpoint, pool = make_pool(read_timeout=read_timeout)
+    response, _, transport = answered(
+        pool, endpoint, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"
+    )
+    protocol = endpoint.connections[0][0]
+    return clock, pool, protocol, read_body(response), transport
+
+
+def test_a_body_that_stalls_for_the_read_timeout_is_cut_and_its_connection_aborted():
+    clock, pool, _, reader, transport = body_under_way()
+    clock.advance(10)  # a byte came since the body started: not yet
+    assert reader.reason is None and not transport.aborted
+    clock.advance(10)
+    assert reader.data == [b"hello"]
+    assert reader.reason.check(ResponseFailed)
+    assert reader.reason.value.reasons[0].check(TimeoutError)
+    assert transport.aborted and pool.idle_count() == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_body_that_keeps_arriving_is_never_cut():
+    clock, pool, protocol, reader, transport = body_under_way()
+    for _ in range(18):
+        clock.advance(9)
+        protocol.dataReceived(b"x" * 5)
+    assert reader.reason is None and not transport.aborted
+    protocol.dataReceived(b"x" * 5)
+    assert reader.reason.check(ResponseDone) and pool.idle_count() == 1
+
+
+def test_a_body_held_up_by_its_slow_reader_is_not_stalled():
+    clock, _, protocol, reader, transport = body_under_way()
+    reader.transport.pauseProducing()
+    clock.advance(100)
+    assert reader.reason is None and not transport.aborted
+    reader.transport.resumeProducing()
+    clock.advance(10)
+    clock.advance(10)
+    assert reader.reason.check(ResponseFailed) and transport.aborted
+
+
+def test_the_stall_timer_leaves_idle_connections_alone_and_is_armed_again_by_the_next_body():
+    clock, endpoint, pool = make_pool(read_timeout=10.0)
+    answered(pool, endpoint)
+    assert pool.idle_count() == 1
+    clock.advance(30)
+    assert pool.idle_count() == 1
+    _, results = get(pool)
+    protocol, transport = endpoint.connections[0]
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    reader = read_body(results[0])
+    clock.advance(10)
+    assert reader.reason is None
+    clock.advance(10)
+    assert reader.reason.check(ResponseFailed) and transport.aborted
+
+
+def test_without_a_read_timeout_a_stalled_body_waits():
+    clock, _, _, reader, transport = body_under_way(read_timeout=None)
+    clock.advance(3600)
+    assert reader.reason is None and not transport.aborted
 
 
 def test_a_body_that_arrives_before_deliver_body_is_held_then_delivered_in_order():

@@ -30,7 +30,7 @@ class FakeClient:
     def host_value(self, target):
         return target.url.split("://")[1].split("/")[0].encode()
 
-    def request(self, method, target, path, headers, body):
+    def request(self, method, target, path, headers, body, interim=None):
         d = Deferred()
         sent = Headers(dict(headers.getAllRawHeaders()))
         self.calls.append((method, target.url.encode() + path, sent, body, d))
@@ -260,3 +260,17 @@ def test_a_body_the_target_stopped_taking_is_504_and_its_failure():
     upstream.agent.calls[0][4].errback(Failure(RequestTransmissionFailed([reason])))
     assert results[0].code == 504
     assert sorted(state.fails for state in upstream.pool.targets) == [0, 1]
+
+
+def test_the_upstreams_interim_responses_are_sent_to_the_clients_request():
+    _, upstream, forwarder, route = setup()
+    receivers = []
+
+    def request(method, target, path, headers, body, interim=None):
+        receivers.append(interim)
+        return Deferred()
+
+    upstream.client.request = request
+    exchange = exchange_for(route)
+    forwarder.forward(exchange)
+    assert receivers == [exchange.request]

@@ -56,12 +56,15 @@ class UpstreamClient:
         connect_timeout: float,
         max_idle: int = MAX_IDLE_PER_TARGET,
         idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
+        read_timeout: float | None = None,
     ):
         self._reactor = reactor
         self._tls = tls
         self._connect_timeout = connect_timeout
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
+        #: Seconds a response body may bring no byte before it is cut (None: no limit).
+        self.read_timeout = read_timeout
         self._prepared: dict[Target, _Prepared] = {}
         # Targets that differ only in their base path share their connections.
         self._pools: dict[tuple[str, str, int], ConnectionPool] = {}
@@ -77,14 +80,21 @@ class UpstreamClient:
         path: bytes,
         headers: Headers,
         body: IBodyProducer | None,
+        interim: object = None,
     ) -> Deferred[Response]:
         """
         Send C{method path} to C{target} (its base path in front of C{path}); C{headers} must
         hold the C{Host} header. Fires with the response once its head has arrived; fails as an
         Agent request would (connection errors, L{ResponseNeverReceived}, ...).
+
+        @param interim: what hears of the interim (1xx) responses before the final one, through
+            its C{write_interim(code, phrase, headers)} (the client's
+            L{twistgate.server_request.GatewayRequest}); objects without that method hear nothing.
         """
         prepared = self._prepared.get(target) or self._prepare(target)
-        return prepared.connections.request(method, prepared.base_path + path, headers, body)
+        return prepared.connections.request(
+            method, prepared.base_path + path, headers, body, interim
+        )
 
     def close(self) -> Deferred[None]:
         """Close every target's idle connections (the upstream is dropped, or the gateway stops)."""
@@ -119,7 +129,7 @@ class UpstreamClient:
         connections = self._pools.get(key)
         if connections is None:
             connections = ConnectionPool(
-                self._reactor, endpoint, self._max_idle, self._idle_timeout
+                self._reactor, endpoint, self._max_idle, self._idle_timeout, self.read_timeout
             )
             self._pools[key] = connections
         prepared = _Prepared(

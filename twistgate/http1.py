@@ -13,8 +13,10 @@ C{deliverBody} to resume it in the same call (two C{epoll_ctl} calls per request
 and ran every request through several chained Deferreds in its connection pool. This client
 writes the head in one C{transport.write}, pauses a transport only when there is a reason to
 (a paused reader, or a body buffered before anyone reads it), and uses one Deferred per request.
-What it does not do (pipelining, HTTP/1.0 keep-alive, transfer codings other than chunked) an
-upstream of a gateway does not need.
+What it does not do (pipelining, HTTP/1.0 keep-alive, decoding transfer codings other than
+chunked) an upstream of a gateway does not need; a response coded with another is read until the
+connection closes (unless chunked is its last coding) and its other codings are passed on as
+content codings.
 
 The failures are twisted.web's, so that L{twistgate.proxy} classifies them as before:
 connection errors from the endpoint as they are; L{ResponseNeverReceived} when the connection
@@ -34,12 +36,19 @@ from __future__ import annotations
 
 from twistgate.http1_connection import HTTP1Connection
 from twistgate.http1_pool import ConnectionPool
-from twistgate.http1_response import BUFFER_HIGH_WATER, MAX_HEAD, MAX_HEADERS, Response
+from twistgate.http1_response import (
+    BUFFER_HIGH_WATER,
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_INTERIM,
+    Response,
+)
 
 __all__ = [
     "BUFFER_HIGH_WATER",
     "MAX_HEAD",
     "MAX_HEADERS",
+    "MAX_INTERIM",
     "ConnectionPool",
     "HTTP1Connection",
     "Response",

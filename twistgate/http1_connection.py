@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, ITCPTransport
+from twisted.internet.error import TimeoutError
+from twisted.internet.interfaces import IConsumer, IDelayedCall, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -43,6 +44,12 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
     is not known), with the body registered as the transport's streaming producer so that a
     target that reads slowly pauses it.
 
+    A response body that stops arriving is cut after the pool's C{read_timeout}: one timer per
+    connection, armed when a body starts unless one is pending already, looks every
+    C{read_timeout} seconds whether a byte came since it last looked (the C{_any_byte} flag that
+    C{dataReceived} sets anyway, so reads cost nothing more). A body held up by its own reader
+    (the client reads slowly) is not stalled.
+
     @ivar idle_since: when the connection last went back to its pool (by the reactor's clock).
     """
 
@@ -55,6 +62,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         self._head = b""
         self._scanned = 0
         self._any_byte = False
+        self._interims = 0
         self._keep_alive = False
         self._left = 0
         self._chunks: ChunkedDecoder | None = None
@@ -66,6 +74,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         self._aborted = False
         self._lost = False
         self._lost_waiters: list[Deferred[None]] = []
+        self._stall_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         # Requests are written whole or in body-sized pieces: no reason to wait for Nagle.
@@ -109,8 +118,35 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         self._stop_body()
         self.transport.abortConnection()
 
+    def _watch_stall(self) -> None:
+        """Look, in C{read_timeout} seconds, whether the response body is still arriving."""
+        timeout = self._pool.read_timeout
+        if timeout:
+            self._stall_timer = self._pool._reactor.callLater(timeout, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        if self._lost or self._aborted or self._response is None:
+            # No body under way: the next one arms the timer again.
+            return
+        if self._any_byte or self._reader_paused or self._held_paused:
+            self._any_byte = False
+            self._watch_stall()
+            return
+        timeout = self._pool.read_timeout
+        self._break(
+            Failure(
+                ResponseFailed(
+                    [Failure(TimeoutError("no body bytes for %gs" % timeout))], self._response
+                )
+            )
+        )
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        timer, self._stall_timer = self._stall_timer, None
+        if timer is not None:
+            timer.cancel()
         waiters, self._lost_waiters = self._lost_waiters, []
         for waiter in waiters:
             waiter.callback(None)

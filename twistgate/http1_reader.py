@@ -2,8 +2,9 @@
 The response reader of the HTTP/1.1 upstream client: received bytes in, responses out.
 
 Part of L{twistgate.http1}: L{_ResponseReader}, a part of
-L{twistgate.http1_connection.HTTP1Connection}, parses the response head incrementally (skipping
-interim 1xx heads), answers the request with a L{twistgate.http1_response.Response}, then frames
+L{twistgate.http1_connection.HTTP1Connection}, parses the response head incrementally (handing
+interim 1xx heads to the request's C{interim} receiver, refusing a 101 nobody asked for), answers
+the request with a L{twistgate.http1_response.Response}, then frames
 its body (by C{Content-Length}, chunked, or until the connection closes) and hands the connection
 back to its pool once the response is whole.
 """
@@ -25,12 +26,16 @@ from twistgate.http1_response import (
     _RESPONSE_DONE,
     MAX_HEAD,
     MAX_HEADERS,
+    MAX_INTERIM,
     Response,
     _content_length,
+    _drop_connection_named,
     _head_end,
+    _interim_headers,
     _lines,
     _name,
     _names,
+    _pass_on_codings,
     _says_close,
 )
 
@@ -129,11 +134,11 @@ class _ResponseReader:
         phrase = status[13:]
         if code < 100:
             raise ParseError("invalid status code", status[:64])
-        if code < 200:
-            # An interim response (100 Continue, 103 Early Hints): the real one follows.
-            return
         if len(lines) > MAX_HEADERS + 1:
             raise ParseError("too many headers", status[:64])
+        if code < 200:
+            self._interim_parsed(code, phrase, lines, status)
+            return
 
         table: dict[bytes, list[bytes]] = {}
         lengths: list[bytes] | None = None
@@ -168,6 +173,15 @@ class _ResponseReader:
             else:
                 values.append(value)
 
+        if connection is not None:
+            _drop_connection_named(table, connection)
+        no_body = head_request or code == 204 or code == 304
+        chunked = False
+        if codings is not None and not no_body:
+            if len(codings) == 1 and codings[0].lower() == b"chunked":
+                chunked = True
+            else:
+                chunked = _pass_on_codings(table, codings)
         if _HEADERS_TABLE:
             headers = Headers()
             headers._rawHeaders = table
@@ -175,20 +189,23 @@ class _ResponseReader:
             headers = Headers(table)
 
         keep_alive = version is _HTTP11 and (connection is None or not _says_close(connection))
-        if head_request or code == 204 or code == 304:
+        if no_body:
             # RFC 9112 §6.3 items 1 and 2: no body, whatever the headers say.
             self._answer(Response(version, code, phrase, headers, 0, None), keep_alive, rest)
             return
-        if codings is not None:
-            chunked = [t.strip().lower() for value in codings for t in value.split(b",")]
-            if chunked != [b"chunked"]:
-                raise ParseError("unsupported transfer coding", b", ".join(codings))
+        if codings is not None and not chunked:
+            # RFC 9112 §6.3 item 4: chunked is not the final coding, so the body ends when the
+            # target closes the connection.
+            self._state = _UNTIL_CLOSE
+            keep_alive = False
+            length: int | str = UNKNOWN_LENGTH
+        elif codings is not None:
             if lengths is not None:
                 # RFC 9112 §6.3 item 3: chunked wins, and the connection is not reused.
                 keep_alive = False
             self._state = _CHUNKED
             self._chunks = ChunkedDecoder(MAX_HEAD, MAX_HEADERS)
-            length: int | str = UNKNOWN_LENGTH
+            length = UNKNOWN_LENGTH
         elif lengths is not None:
             length = _content_length(lengths)
             if length == 0:
@@ -203,7 +220,26 @@ class _ResponseReader:
         self._keep_alive = keep_alive
         response = Response(version, code, phrase, headers, length, self)
         self._response = response
+        if self._stall_timer is None:
+            self._watch_stall()
         self._call.answered(response)
+
+    def _interim_parsed(self, code: int, phrase: bytes, lines: list[bytes], status: bytes) -> None:
+        """
+        An interim response (100 Continue, 103 Early Hints): handed to the call's C{interim}
+        receiver, if it has one; the final response follows on the same connection.
+        """
+        if code == 101:
+            # RFC 9110 §15.2.2: a switch only a request with Upgrade may be answered with, and the
+            # client never sends one. The bytes after it are not HTTP any more.
+            raise ParseError("101 Switching Protocols without an Upgrade request", status[:64])
+        self._interims += 1
+        if self._interims > MAX_INTERIM:
+            raise ParseError("too many interim responses", status[:64])
+        receiver = self._call.interim
+        write_interim = getattr(receiver, "write_interim", None)
+        if write_interim is not None:
+            write_interim(code, phrase, _interim_headers(lines))
 
     def _answer(self, response: Response, keep_alive: bool, rest: bytes) -> None:
         """A response without a body: the exchange is over as soon as it is answered."""

@@ -57,6 +57,7 @@ class _Call:
         "path",
         "headers",
         "body",
+        "interim",
         "deferred",
         "connection",
         "connecting",
@@ -72,12 +73,15 @@ class _Call:
         path: bytes,
         headers: Headers,
         body: IBodyProducer | None,
+        interim: object = None,
     ):
         self.pool = pool
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
+        #: What hears of interim (1xx) responses: an object with C{write_interim}, or L{None}.
+        self.interim = interim
         self.deferred: Deferred[Response] | None = Deferred(self._cancel)
         self.connection: HTTP1Connection | None = None
         self.connecting: Deferred[HTTP1Connection] | None = None
@@ -156,6 +160,7 @@ class _RequestWriter:
         self._head = b""
         self._scanned = 0
         self._any_byte = False
+        self._interims = 0
         body = call.body
         parts = [call.method, b" ", call.path, b" HTTP/1.1\r\n"]
         append = parts.append

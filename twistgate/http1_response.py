@@ -31,6 +31,10 @@ MAX_HEAD = 64 * 1024
 #: The most header lines (trailer lines too) accepted in a response.
 MAX_HEADERS = 100
 
+#: The most interim (1xx) responses accepted before the final one: each is relayed to the client
+#: as it comes, so an upstream sending them without end would otherwise fill the client's buffer.
+MAX_INTERIM = 10
+
 #: Body bytes held for a response nobody reads yet; past this its connection stops being read.
 BUFFER_HIGH_WATER = 64 * 1024
 
@@ -48,6 +52,9 @@ _CONNECTION_CONTROL = frozenset(
         b"proxy-connection",
     ]
 )
+
+#: C{Connection} options that name no header (the empty one comes from lists like C{"a,,b"}).
+_CONNECTION_OPTIONS = frozenset([b"close", b"keep-alive", b""])
 
 _HTTP11 = (b"HTTP", 1, 1)
 _HTTP10 = (b"HTTP", 1, 0)
@@ -145,6 +152,76 @@ def _unusual_lines(head: bytes) -> list[bytes]:
         else:
             lines.append(line)
     return lines
+
+
+def _drop_connection_named(table: dict[bytes, list[bytes]], values: list[bytes]) -> None:
+    """
+    Remove from a parsed header C{table}, in place, the headers that the C{Connection} header
+    C{values} name (RFC 9110 §7.6.1: they describe this connection only, and an intermediary must
+    not forward them). The usual C{keep-alive} or C{close} names none and costs one comparison.
+    """
+    if len(values) == 1 and values[0].lower() in _CONNECTION_OPTIONS:
+        return
+    named = {t.strip().lower() for value in values for t in value.split(b",")}
+    named -= _CONNECTION_OPTIONS
+    if named:
+        for stored in [stored for stored in table if stored.lower() in named]:
+            del table[stored]
+
+
+def _interim_headers(lines: list[bytes]) -> Headers:
+    """
+    The headers of an interim response head (its C{lines}, status line first), without those
+    that describe the connection or the framing.
+    """
+    table: dict[bytes, list[bytes]] = {}
+    connection: list[bytes] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise ParseError("header line without a colon", line[:64])
+        known = _names.get(name)
+        stored, lower = known if known is not None else _name(name)
+        value = value.strip(b" \t")
+        if lower in _CONNECTION_CONTROL:
+            if lower == b"connection":
+                connection.append(value)
+            continue
+        table.setdefault(stored, []).append(value)
+    if connection:
+        _drop_connection_named(table, connection)
+    if _HEADERS_TABLE:
+        headers = Headers()
+        headers._rawHeaders = table
+        return headers
+    return Headers(table)
+
+
+def _pass_on_codings(table: dict[bytes, list[bytes]], values: list[bytes]) -> bool:
+    """
+    Whether the C{Transfer-Encoding} C{values} end with C{chunked}, the one coding the client
+    decodes; the others are passed on, in C{table}, as content codings.
+
+    A transfer coding belongs to one hop, and the gateway frames the client's answer itself, so
+    a coding it does not decode (C{gzip} in C{gzip, chunked}, or all of them when chunked is not
+    last) would be lost with the C{Transfer-Encoding} field: the body's bytes would reach the
+    client as if they were not coded at all. Named in C{Content-Encoding} after the response's
+    own content codings (in the order they were applied, RFC 9110 §8.4), they stay decodable.
+    The bytes are then those of a different representation, so a strong C{ETag} becomes weak
+    (RFC 9110 §8.8.3), as a compressing proxy's does.
+    """
+    codings = [t.strip().lower() for value in values for t in value.split(b",") if t.strip()]
+    chunked = codings[-1:] == [b"chunked"]
+    if chunked:
+        del codings[-1]
+    if codings:
+        encoding = _name(b"Content-Encoding")[0]
+        table[encoding] = [b", ".join(table.get(encoding, []) + codings)]
+        etag = _name(b"ETag")[0]
+        tags = table.get(etag)
+        if tags is not None:
+            table[etag] = [tag if tag[:2] == b"W/" else b"W/" + tag for tag in tags]
+    return chunked
 
 
 def _says_close(values: list[bytes]) -> bool:

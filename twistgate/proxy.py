@@ -170,7 +170,12 @@ class _Attempts:
             self.headers.setRawHeaders(b"Host", [client.host_value(state.target)])
         body = exchange.body
         d = client.request(
-            exchange.method, state.target, exchange.upstream_path, self.headers, body
+            exchange.method,
+            state.target,
+            exchange.upstream_path,
+            self.headers,
+            body,
+            interim=exchange.request,
         )
         self.current = d
         # request_timeout is the target's time to answer once it has the whole request (SPEC 3):

@@ -24,6 +24,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
 from twistgate.body import BodyAbandoned
+from twistgate.headers import HOP_BY_HOP, connection_named
 from twistgate.http1_response import _HEADERS_TABLE
 from twistgate.sockets import write_now
 
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 #: Status codes whose answers never have a body (RFC 9110 §6.4.1).
 _NO_BODY_CODES = frozenset([204, 304])
+
+#: Reason phrases for interim answers that come without one (twisted.web's table lacks 103).
+_INTERIM_PHRASES = {100: b"Continue", 102: b"Processing", 103: b"Early Hints"}
 
 _FRAMING = frozenset([b"Content-Length", b"Connection", b"Transfer-Encoding", b"Keep-Alive"])
 
@@ -164,6 +168,43 @@ class GatewayRequest:
             self.channel.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
             self.channel.transport.write(data)
+
+    def write_interim(self, code: int, phrase: bytes, headers: Headers) -> bool:
+        """
+        Write an interim (1xx) response ahead of the answer, such as an upstream's 103 Early
+        Hints: its head only, without hop-by-hop headers (and those its C{Connection} names) and
+        without C{Content-Length} (RFC 9110 §8.6). Returns whether it was written.
+
+        Nothing is written once the answer has started, to an HTTP/1.0 client (RFC 9110 §15.2:
+        HTTP/1.0 defined no 1xx), for 101 (a switch is never interim), nor a 100 Continue when the
+        listener already sent its own, having been asked with C{Expect: 100-continue}: the
+        client has its go-ahead, and one is enough.
+        """
+        if (
+            self.startedWriting
+            or self.finished
+            or self._disconnected
+            or self.clientproto != b"HTTP/1.1"
+            or not 100 <= code < 200
+            or code == 101
+        ):
+            return False
+        if code == 100 and self.body is not None:
+            expect = self.getHeader(b"expect")
+            if expect is not None and expect.lower() == b"100-continue":
+                return False
+        drop = HOP_BY_HOP | connection_named(headers)
+        phrase = phrase or _INTERIM_PHRASES.get(code, b"Interim")
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, phrase)]
+        for name, values in headers.getAllRawHeaders():
+            lower = name.lower()
+            if lower in drop or lower == b"content-length":
+                continue
+            for value in values:
+                lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"\r\n")
+        self.channel.transport.write(b"".join(lines))
+        return True
 
     def finish(self) -> None:
         """The answer is complete."""
