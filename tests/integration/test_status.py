@@ -112,8 +112,12 @@ def wait_for_row_text(driver, row_id, wanted, timeout=15.0):
     """Wait until the dashboard's row C{row_id} shows C{wanted} (or not); returns its text."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = driver.find_elements("id", row_id)
-        shown = rows[0].text if rows else ""
+        # Read in one script: the dashboard redraws its rows every second, so an element found
+        # first and read after could already be gone (a stale element).
+        shown = driver.execute_script(
+            "var row = document.getElementById(arguments[0]); return row ? row.innerText : '';",
+            row_id,
+        )
         if (wanted in shown.split()) or time.monotonic() > deadline:
             return shown
         time.sleep(0.1)
