@@ -65,7 +65,11 @@ def browser(profile):
 
 
 def text_of(driver, element_id):
-    return driver.find_element("id", element_id).text
+    """What the element shows, read in one script: a redraw cannot come between find and read."""
+    return driver.execute_script(
+        "var el = document.getElementById(arguments[0]); return el ? el.innerText : null;",
+        element_id,
+    )
 
 
 def wait_for_text(driver, element_id, wanted, timeout=15.0):
