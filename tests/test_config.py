@@ -1063,3 +1063,11 @@ def test_upstreams_a_filter_names_must_exist():
     ]
     config = parse(text.format("users"), factories=factories)
     assert config.filters["breaker"].settings.upstream_references == (("fallback", "users"),)
+
+
+def test_a_routes_stream_idle_timeout_defaults_to_an_hour_and_is_a_duration():
+    config = parse_config(
+        "[route:a]\nprefix = /a\nupstream = http://127.0.0.1:1\n"
+        "[route:b]\nprefix = /b\nupstream = http://127.0.0.1:1\nstream_idle_timeout = 90s\n"
+    )
+    assert [route.stream_idle_timeout for route in config.routes] == [3600.0, 90.0]

@@ -122,10 +122,10 @@ def make_pool(**kwargs):
     return clock, endpoint, ConnectionPool(clock, endpoint, **kwargs)
 
 
-def get(pool, path=b"/x", method=b"GET", body=None, headers=None):
+def get(pool, path=b"/x", method=b"GET", body=None, headers=None, read_timeout=None):
     results: list = []
     headers = headers or Headers({b"host": [b"upstream"]})
-    d = pool.request(method, path, headers, body)
+    d = pool.request(method, path, headers, body, read_timeout=read_timeout)
     d.addBoth(results.append)
     return d, results
 
@@ -723,9 +723,12 @@ def test_cancelling_a_sent_request_aborts_its_connection_for_good():
 
 def body_under_way(read_timeout=10.0):
     """A response with 5 of its 100 body bytes read: (clock, pool, reader, transport)."""
-    clock, endpoint, pool = make_pool(read_timeout=read_timeout)
+    clock, endpoint, pool = make_pool()
     response, _, transport = answered(
-        pool, endpoint, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"
+        pool,
+        endpoint,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+        read_timeout=read_timeout,
     )
     protocol = endpoint.connections[0][0]
     return clock, pool, protocol, read_body(response), transport
@@ -765,12 +768,12 @@ def test_a_body_held_up_by_its_slow_reader_is_not_stalled():
 
 
 def test_the_stall_timer_leaves_idle_connections_alone_and_is_armed_again_by_the_next_body():
-    clock, endpoint, pool = make_pool(read_timeout=10.0)
-    answered(pool, endpoint)
+    clock, endpoint, pool = make_pool()
+    answered(pool, endpoint, read_timeout=10.0)
     assert pool.idle_count() == 1
     clock.advance(30)
     assert pool.idle_count() == 1
-    _, results = get(pool)
+    _, results = get(pool, read_timeout=10.0)
     protocol, transport = endpoint.connections[0]
     protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     reader = read_body(results[0])

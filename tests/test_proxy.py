@@ -15,6 +15,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from twistgate.body import BodyAbandoned
 from twistgate.config import parse_config
+from twistgate.config.model import RouteConfig
 from twistgate.exchange import Exchange
 from twistgate.headers import TrustedProxies
 from twistgate.pool import UpstreamPool
@@ -30,7 +31,7 @@ class FakeClient:
     def host_value(self, target):
         return target.url.split("://")[1].split("/")[0].encode()
 
-    def request(self, method, target, path, headers, body, interim=None):
+    def request(self, method, target, path, headers, body, interim=None, read_timeout=None):
         d = Deferred()
         sent = Headers(dict(headers.getAllRawHeaders()))
         self.calls.append((method, target.url.encode() + path, sent, body, d))
@@ -56,12 +57,10 @@ class FakeUpstream:
 class FakeRoute:
     def __init__(self, upstream, preserve_host=False):
         self.upstream = upstream
-
-        class config:
-            pass
-
-        config.preserve_host = preserve_host
-        self.config = config
+        self.config = RouteConfig(
+            name="r", prefix="/r", upstream="pair", preserve_host=preserve_host,
+            stream_idle_timeout=90.0,
+        )
 
 
 def setup(extra="", trusted=(), preserve_host=False):
@@ -262,15 +261,15 @@ def test_a_body_the_target_stopped_taking_is_504_and_its_failure():
     assert sorted(state.fails for state in upstream.pool.targets) == [0, 1]
 
 
-def test_the_upstreams_interim_responses_are_sent_to_the_clients_request():
+def test_interim_answers_go_to_the_clients_request_and_a_body_stall_is_the_routes_limit():
     _, upstream, forwarder, route = setup()
-    receivers = []
+    calls = []
 
-    def request(method, target, path, headers, body, interim=None):
-        receivers.append(interim)
+    def request(method, target, path, headers, body, interim=None, read_timeout=None):
+        calls.append((interim, read_timeout))
         return Deferred()
 
     upstream.client.request = request
     exchange = exchange_for(route)
     forwarder.forward(exchange)
-    assert receivers == [exchange.request]
+    assert calls == [(exchange.request, 90.0)]

@@ -56,15 +56,12 @@ class UpstreamClient:
         connect_timeout: float,
         max_idle: int = MAX_IDLE_PER_TARGET,
         idle_timeout: float = IDLE_CONNECTION_TIMEOUT,
-        read_timeout: float | None = None,
     ):
         self._reactor = reactor
         self._tls = tls
         self._connect_timeout = connect_timeout
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
-        #: Seconds a response body may bring no byte before it is cut (None: no limit).
-        self.read_timeout = read_timeout
         self._prepared: dict[Target, _Prepared] = {}
         # Targets that differ only in their base path share their connections.
         self._pools: dict[tuple[str, str, int], ConnectionPool] = {}
@@ -81,6 +78,7 @@ class UpstreamClient:
         headers: Headers,
         body: IBodyProducer | None,
         interim: object = None,
+        read_timeout: float | None = None,
     ) -> Deferred[Response]:
         """
         Send C{method path} to C{target} (its base path in front of C{path}); C{headers} must
@@ -90,10 +88,11 @@ class UpstreamClient:
         @param interim: what hears of the interim (1xx) responses before the final one, through
             its C{write_interim(code, phrase, headers)} (the client's
             L{twistgate.server_request.GatewayRequest}); objects without that method hear nothing.
+        @param read_timeout: seconds the response body may bring no byte before it is cut.
         """
         prepared = self._prepared.get(target) or self._prepare(target)
         return prepared.connections.request(
-            method, prepared.base_path + path, headers, body, interim
+            method, prepared.base_path + path, headers, body, interim, read_timeout
         )
 
     def close(self) -> Deferred[None]:
@@ -129,7 +128,7 @@ class UpstreamClient:
         connections = self._pools.get(key)
         if connections is None:
             connections = ConnectionPool(
-                self._reactor, endpoint, self._max_idle, self._idle_timeout, self.read_timeout
+                self._reactor, endpoint, self._max_idle, self._idle_timeout
             )
             self._pools[key] = connections
         prepared = _Prepared(

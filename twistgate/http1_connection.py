@@ -44,7 +44,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
     is not known), with the body registered as the transport's streaming producer so that a
     target that reads slowly pauses it.
 
-    A response body that stops arriving is cut after the pool's C{read_timeout}: one timer per
+    A response body that stops arriving is cut after its request's C{read_timeout}: one timer per
     connection, armed when a body starts unless one is pending already, looks every
     C{read_timeout} seconds whether a byte came since it last looked (the C{_any_byte} flag that
     C{dataReceived} sets anyway, so reads cost nothing more). A body held up by its own reader
@@ -120,7 +120,8 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
 
     def _watch_stall(self) -> None:
         """Look, in C{read_timeout} seconds, whether the response body is still arriving."""
-        timeout = self._pool.read_timeout
+        call = self._call
+        timeout = call.read_timeout if call is not None else None
         if timeout:
             self._stall_timer = self._pool._reactor.callLater(timeout, self._check_stall)
 
@@ -133,7 +134,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
             self._any_byte = False
             self._watch_stall()
             return
-        timeout = self._pool.read_timeout
+        timeout = self._call.read_timeout
         self._break(
             Failure(
                 ResponseFailed(

@@ -42,9 +42,7 @@ class ConnectionPool:
     Idle connections wait in a deque, the most recently used one taken first (so that a quiet
     spell leaves the oldest ones unused, to be closed); at most C{max_idle} are kept. One timer
     per pool, not per request, closes those idle for C{idle_timeout} seconds, shorter than
-    common upstream keep-alive limits so that the gateway closes first. A response body that
-    brings no byte for C{read_timeout} seconds (checked every C{read_timeout}, so cut within
-    twice that) fails, and its connection is aborted; L{None} waits for ever.
+    common upstream keep-alive limits so that the gateway closes first.
     """
 
     def __init__(
@@ -53,14 +51,12 @@ class ConnectionPool:
         endpoint: IStreamClientEndpoint,
         max_idle: int = 64,
         idle_timeout: float = 50.0,
-        read_timeout: float | None = None,
     ):
         self._reactor = reactor
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
-        self.read_timeout = read_timeout
         self._idle: deque[HTTP1Connection] = deque()
         self._sweep: IDelayedCall | None = None
         self._closed = False
@@ -72,13 +68,16 @@ class ConnectionPool:
         headers: Headers,
         body: IBodyProducer | None,
         interim: object = None,
+        read_timeout: float | None = None,
     ) -> Deferred[Response]:
         """
         Send C{method path} with C{headers} (and C{body}) to the target; fires with the
         L{Response} once its head has arrived. Interim (1xx) responses before it go to
-        C{interim.write_interim(code, phrase, headers)}, if C{interim} has that method.
+        C{interim.write_interim(code, phrase, headers)}, if C{interim} has that method. A response
+        body that brings no byte for C{read_timeout} seconds (checked every C{read_timeout}, so
+        cut within twice that) fails, and its connection is aborted; L{None} waits for ever.
         """
-        call = _Call(self, method, path, headers, body, interim)
+        call = _Call(self, method, path, headers, body, interim, read_timeout)
         d = call.deferred
         connection = self._checkout()
         if connection is None:

@@ -58,6 +58,7 @@ class _Call:
         "headers",
         "body",
         "interim",
+        "read_timeout",
         "deferred",
         "connection",
         "connecting",
@@ -74,6 +75,7 @@ class _Call:
         headers: Headers,
         body: IBodyProducer | None,
         interim: object = None,
+        read_timeout: float | None = None,
     ):
         self.pool = pool
         self.method = method
@@ -82,6 +84,8 @@ class _Call:
         self.body = body
         #: What hears of interim (1xx) responses: an object with C{write_interim}, or L{None}.
         self.interim = interim
+        #: Seconds the response body may bring no byte before it is cut (L{None}: no limit).
+        self.read_timeout = read_timeout
         self.deferred: Deferred[Response] | None = Deferred(self._cancel)
         self.connection: HTTP1Connection | None = None
         self.connecting: Deferred[HTTP1Connection] | None = None

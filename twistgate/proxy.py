@@ -176,6 +176,8 @@ class _Attempts:
             self.headers,
             body,
             interim=exchange.request,
+            # A streamed answer has no deadline but this (SPEC 3a): no byte for it, and it is cut.
+            read_timeout=exchange.route.config.stream_idle_timeout,
         )
         self.current = d
         # request_timeout is the target's time to answer once it has the whole request (SPEC 3):

@@ -98,13 +98,10 @@ def build_runtime(
         old = old_upstreams.get(name)
         if old is not None and old.config == upstream_config and (
             old.connect_timeout == settings.connect_timeout
-            and old.read_timeout == settings.idle_timeout
         ):
             upstreams[name] = old
         else:
-            upstreams[name] = Upstream(
-                upstream_config, reactor, settings.connect_timeout, settings.idle_timeout
-            )
+            upstreams[name] = Upstream(upstream_config, reactor, settings.connect_timeout)
 
     if previous is not None:
         # Filters taken over keep the services they were built with: the same object, now

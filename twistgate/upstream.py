@@ -30,19 +30,10 @@ MAX_IDLE_PER_TARGET_FOR_HEALTH = 1
 class Upstream:
     """A pool of targets with the means to reach them."""
 
-    def __init__(
-        self,
-        config: UpstreamConfig,
-        reactor: IReactorTime,
-        connect_timeout: float,
-        read_timeout: float | None = None,
-    ):
+    def __init__(self, config: UpstreamConfig, reactor: IReactorTime, connect_timeout: float):
         self.name = config.name
         self.config = config
         self.connect_timeout = connect_timeout
-        # A response body that stalls this long is cut ([gateway] idle_timeout, as for a
-        # client's request body that stalls).
-        self.read_timeout = read_timeout
         self.pool = UpstreamPool(config, reactor)
         if not config.tls_verify and any(t.scheme == "https" for t in config.targets):
             log.warn(
@@ -52,7 +43,7 @@ class Upstream:
         tls = UpstreamTLSPolicy(
             config.tls_verify, config.ca_file, config.client_cert, config.client_key
         )
-        self.client = UpstreamClient(reactor, tls, connect_timeout, read_timeout=read_timeout)
+        self.client = UpstreamClient(reactor, tls, connect_timeout)
         # Health checks are few and far between: the plain Agent does for them, with a pool of
         # its own.
         self.health_connections = HTTPConnectionPool(reactor, persistent=True)

@@ -175,7 +175,10 @@ def connect(port: int, data: bytes, until: bytes | None = None):
 
 @pytest.fixture
 def hostile(upstreams, gateway):
-    """A gateway (idle_timeout 1s) with /up and /cached on the scripted upstream, /ok elsewhere."""
+    """
+    A gateway with /up (stream_idle_timeout 1s) and /cached on the scripted upstream, /ok
+    elsewhere.
+    """
     factory = Factory.forProtocol(Scripted)
     factory.connections, factory.seen = [], []
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -184,7 +187,6 @@ def hostile(upstreams, gateway):
         f"""
         [gateway]
         listen = tcp:{{port}}:interface=127.0.0.1
-        idle_timeout = 1s
         [upstream:hostile]
         targets = http://127.0.0.1:{port.getHost().port}
         retries = 0
@@ -193,6 +195,7 @@ def hostile(upstreams, gateway):
         [route:up]
         prefix = /up
         upstream = hostile
+        stream_idle_timeout = 1s
         [route:cached]
         prefix = /cached
         upstream = hostile
@@ -343,7 +346,9 @@ def test_an_answer_that_is_not_http_is_a_502_and_its_connection_aborted(hostile,
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_body_that_stalls_is_cut_after_idle_timeout_and_the_client_sees_no_clean_end(hostile):
+def test_a_body_that_stalls_is_cut_after_stream_idle_timeout_and_the_client_sees_no_clean_end(
+    hostile,
+):
     client = yield connect(hostile.port, b"GET /up/stall HTTP/1.1\r\nHost: gw\r\n\r\n")
     raw = yield client.done
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -359,7 +364,7 @@ def test_a_body_that_stalls_is_cut_after_idle_timeout_and_the_client_sees_no_cle
 @pytest_twisted.inlineCallbacks
 def test_an_endless_slow_stream_is_relayed_until_the_client_leaves(hostile):
     client = yield connect(hostile.port, b"GET /up/endless HTTP/1.1\r\nHost: gw\r\n\r\n")
-    yield sleep(2.5)  # more than twice idle_timeout: a live stream is never taken for a stall
+    yield sleep(2.5)  # over twice stream_idle_timeout: a live stream is no stall
     assert client.reason is None
     assert client.received.count(b"5\r\nchunk\r\n") >= 8
     client.transport.loseConnection()

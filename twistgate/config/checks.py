@@ -289,7 +289,8 @@ class _SectionChecks:
         self, s: _Section, name: str, global_filters: tuple[str, ...], prefixes: dict[str, str]
     ) -> RouteConfig | None:
         s.allow(
-            ["prefix", "upstream", "methods", "strip_prefix", "preserve_host", "filters", "public"]
+            ["prefix", "upstream", "methods", "strip_prefix", "preserve_host", "filters", "public",
+             "stream_idle_timeout"]
         )
         prefix = s.get("prefix", _parse_prefix, required=True)
         if prefix is not None:
@@ -316,6 +317,11 @@ class _SectionChecks:
             preserve_host=s.get("preserve_host", units.parse_bool, False),
             filters=self._filter_names(s, "filters", global_filters),
             public=s.get("public", units.parse_bool, False),
+            stream_idle_timeout=s.get(
+                "stream_idle_timeout",
+                _positive_duration,
+                attrs.fields(RouteConfig).stream_idle_timeout.default,
+            ),
         )
         return route if s.ok else None
 

@@ -72,6 +72,7 @@ class RouteConfig:
     preserve_host: bool = False
     filters: tuple[str, ...] = ()
     public: bool = False
+    stream_idle_timeout: float = 3600.0  # a streamed answer that brings no byte for this is cut
 
 
 @attrs.frozen
