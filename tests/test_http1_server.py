@@ -590,3 +590,13 @@ def test_a_valid_request_split_at_any_point_parses_the_same(method, fields, body
     whole = parsed([wire])
     assert whole and whole[0][3] == body
     assert parsed([wire[:cut], wire[cut:]]) == whole
+
+
+@pytest.mark.parametrize(
+    "extra, plain",
+    [(b"", True), (b"X-A: 1\r\n", True), (b"X_A: 1\r\n", False), (b"Connection: x-a\r\n", False)],
+)
+def test_the_listener_says_whether_the_headers_need_cleaning(extra, plain):
+    _, resource, channel, _ = connect()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+    assert resource.requests[0].plain_headers is plain

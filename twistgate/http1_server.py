@@ -232,11 +232,14 @@ class ServerConnection(Protocol):
             raise BadRequest(431, "the request has more than %d header lines" % MAX_HEADERS)
         table: dict[bytes, list[bytes]] = {}
         lengths = codings = connection = expect = host = None
+        underscored = False
         names = _names
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if not colon:
                 raise BadRequest(400, "a header line has no colon")
+            if b"_" in name:
+                underscored = True
             known = names.get(name)
             if known is None:
                 try:
@@ -319,6 +322,8 @@ class ServerConnection(Protocol):
                 self._state = _LENGTH
                 self._left = length
         request = GatewayRequest(self, method, uri, version, headers, body)
+        if connection is None and not underscored:
+            request.plain_headers = True
         self.request = request
         site.request_started(request)
         if (
@@ -514,7 +519,6 @@ class ServerConnection(Protocol):
         period = min(t for t in (site.header_timeout, site.idle_timeout, 3600.0) if t)
         wait = period if due is None else min(due - now, period)
         self._timer = site.clock.callLater(wait, self._timer_fired)
-
 
     def _body_stalled(self) -> None:
         """

@@ -115,7 +115,9 @@ class GatewayResource(Resource):
     def render(self, request) -> int:
         runtime = self.runtime
         headers = request.requestHeaders
-        clean_request_headers(headers, runtime.reserved_headers, runtime.drop_underscores)
+        if runtime.reserved_headers or not getattr(request, "plain_headers", False):
+            # Most requests have nothing to clean, and the listener has said so already.
+            clean_request_headers(headers, runtime.reserved_headers, runtime.drop_underscores)
         request_id = request_id_for(headers)
         request.responseHeaders.setRawHeaders(b"x-request-id", [request_id])
         method = request.method

@@ -66,6 +66,9 @@ class GatewayRequest:
     exchange = None
     finished = False
     startedWriting = False
+    #: Whether the listener saw neither a C{Connection} field nor a name with C{_}: then only a
+    #: reserved name could need removing (see L{twistgate.headers.clean_request_headers}).
+    plain_headers = False
     _disconnected = False
     _chunked = False
     _no_body = False
