@@ -13,8 +13,8 @@ from twisted.logger import globalLogPublisher
 from twisted.web.http_headers import Headers
 
 from twistgate.accesslog import AccessLog, iso_time
+from twistgate.listener.site import GatewaySite
 from twistgate.router import GatewayResource
-from twistgate.site import GatewaySite
 
 FIELDS = ["time", "request_id", "client", "method", "path", "route", "upstream", "target",
           "status", "bytes", "duration_ms"]

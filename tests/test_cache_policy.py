@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from twistgate.filters.cache_policy import (
+from twistgate.filters.cache.policy import (
     DELTA_SECONDS_MAX,
     HEURISTIC_LIMIT,
     NO_REQUEST_DIRECTIVES,

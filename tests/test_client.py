@@ -8,9 +8,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
-from twistgate.client import UpstreamClient
 from twistgate.config import parse_target
-from twistgate.tls import UpstreamTLSPolicy
+from twistgate.upstream.client import UpstreamClient
+from twistgate.upstream.tls import UpstreamTLSPolicy
 
 
 def client(reactor=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from twistgate.deadlines import RESOLUTION, Deadlines
+from twistgate.upstream.deadlines import RESOLUTION, Deadlines
 
 
 class Watched:

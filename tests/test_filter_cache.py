@@ -31,8 +31,8 @@ from zope.interface.verify import verifyObject
 
 from twistgate.config import SectionError, parse_config
 from twistgate.filters import IFilter, IFilterFactory, filter_factories
-from twistgate.filters.cache import MAX_VARIANTS, Cache, CacheFactory
-from twistgate.filters.cache_settings import CacheSettings
+from twistgate.filters.cache.filter import MAX_VARIANTS, Cache, CacheFactory
+from twistgate.filters.cache.settings import CacheSettings
 from twistgate.stores.responses import (
     IResponseStore,
     ISynchronousResponseStore,

@@ -19,7 +19,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices
-from twistgate.filters.cache import CacheFactory
+from twistgate.filters.cache.filter import CacheFactory
 
 FACTORY = CacheFactory()
 

@@ -21,7 +21,7 @@ from zope.interface.verify import verifyObject
 from twistgate.config import SectionError, parse_config
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, filter_factories
-from twistgate.filters.jwt_auth import JWKS_MIN_REFETCH, JWTFilter, JWTFilterFactory
+from twistgate.filters.jwt.filter import JWKS_MIN_REFETCH, JWTFilter, JWTFilterFactory
 
 SECRET = "s3cret-" * 11  # 66 bytes: long enough for HS512 (RFC 7518 §3.2)
 NOW = 1_700_000_000.0
@@ -348,7 +348,7 @@ def test_a_token_without_exp_passes_unless_exp_is_required():
 
 
 def test_a_verified_token_is_remembered_but_its_times_are_checked_every_time(monkeypatch):
-    import twistgate.filters.jwt_auth as jwt_auth
+    import twistgate.filters.jwt.filter as jwt_auth
 
     calls = []
     real_decode = jwt.decode
@@ -374,7 +374,7 @@ def test_a_later_filter_changing_the_claims_does_not_change_the_remembered_ones(
 
 
 def test_the_remembered_tokens_are_bounded(monkeypatch):
-    import twistgate.filters.jwt_auth as jwt_auth
+    import twistgate.filters.jwt.filter as jwt_auth
 
     monkeypatch.setattr(jwt_auth, "VERIFIED_TOKENS", 3)
     the_filter = make_filter()
@@ -721,7 +721,7 @@ def test_an_unusable_jwks_answer_is_a_failed_fetch(answer, rsa_key):
 
 
 def test_a_jwks_answer_over_the_size_limit_is_a_failed_fetch(rsa_key, monkeypatch):
-    import twistgate.filters.jwks as jwks_module
+    import twistgate.filters.jwt.jwks as jwks_module
 
     resource = JWKSResource([jwk(rsa_key, "k1")])
     monkeypatch.setattr(jwks_module, "JWKS_MAX_BYTES", 200)
@@ -946,7 +946,7 @@ def test_a_filter_with_a_pending_jwks_does_not_block_other_work(rsa_key):
 
 def test_a_relative_public_key_is_read_from_the_config_files_directory(tmp_path):
     from twistgate.config import parse_config
-    from twistgate.filters.jwt_auth import JWTFilterFactory
+    from twistgate.filters.jwt.filter import JWTFilterFactory
 
     factory = JWTFilterFactory()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

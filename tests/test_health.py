@@ -1,4 +1,4 @@
-"""Tests for twistgate.health: the HealthChecker service and the HTTP probe."""
+"""Tests for twistgate.upstream.health: the HealthChecker service and the HTTP probe."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from twistgate.config import UpstreamConfig, parse_target
-from twistgate.health import HealthChecker, http_probe
-from twistgate.pool import UpstreamPool
+from twistgate.upstream.health import HealthChecker, http_probe
+from twistgate.upstream.targets import UpstreamPool
 
 URLS = ("http://a.test:4000", "http://b.test:4001")
 

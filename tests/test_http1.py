@@ -22,7 +22,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistgate.http1 import BUFFER_HIGH_WATER, MAX_HEAD, MAX_INTERIM, ConnectionPool
+from twistgate.upstream.http1 import BUFFER_HIGH_WATER, MAX_HEAD, MAX_INTERIM, ConnectionPool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twistgate.http1_chunked import ChunkedDecoder, ChunkError
+from twistgate.http.chunked import ChunkedDecoder, ChunkError
 
 
 def decode_all(pieces, max_line=100, max_trailers=5):

@@ -12,9 +12,9 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from twistgate.body import BodyAbandoned
-from twistgate.http1_server import MAX_HEAD, MAX_PENDING
-from twistgate.site import GatewaySite
+from twistgate.listener.body import BodyAbandoned
+from twistgate.listener.connection import MAX_HEAD, MAX_PENDING
+from twistgate.listener.site import GatewaySite
 
 
 class Recorder:

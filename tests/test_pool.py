@@ -1,4 +1,5 @@
-"""Tests for twistgate.pool: balancing, exclusion, passive health, Retry-After, snapshot."""
+"""Tests for twistgate.upstream.targets: balancing, exclusion, passive health, Retry-After,
+snapshot."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from twistgate.config import UpstreamConfig, parse_target
-from twistgate.pool import TargetState, UpstreamPool
+from twistgate.upstream.targets import TargetState, UpstreamPool
 
 URLS = ("http://a.test:4000", "http://b.test:4001", "http://c.test:4002")
 
@@ -369,7 +370,7 @@ def test_ip_hash_without_client_ip_falls_back_to_round_robin():
 _HASH_SCRIPT = """
 import json, sys, types
 from twisted.internet.task import Clock
-from twistgate.pool import UpstreamPool
+from twistgate.upstream.targets import UpstreamPool
 urls = json.loads(sys.argv[1])
 ips = json.loads(sys.argv[2])
 targets = tuple(types.SimpleNamespace(url=u) for u in urls)

@@ -13,13 +13,13 @@ from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
-from twistgate.body import BodyAbandoned
 from twistgate.config import parse_config
 from twistgate.config.model import RouteConfig
 from twistgate.exchange import Exchange
 from twistgate.headers import TrustedProxies
-from twistgate.pool import UpstreamPool
-from twistgate.proxy import Forwarder
+from twistgate.listener.body import BodyAbandoned
+from twistgate.upstream.forward import Forwarder
+from twistgate.upstream.targets import UpstreamPool
 
 
 class FakeClient:

@@ -16,6 +16,7 @@ from twisted.web.http_headers import Headers
 from twistgate.config.model import RouteConfig
 from twistgate.exchange import Reply
 from twistgate.headers import TrustedProxies
+from twistgate.listener.site import GatewaySite
 from twistgate.router import (
     DEFAULT_ALLOW,
     BadPath,
@@ -25,7 +26,6 @@ from twistgate.router import (
     strip,
 )
 from twistgate.runtime import Route
-from twistgate.site import GatewaySite
 from twistgate.status.traffic import Traffic
 
 

@@ -6,7 +6,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.http_headers import Headers
 
-from twistgate.site import GatewaySite
+from twistgate.listener.site import GatewaySite
 
 HINTS = Headers(
     {

@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from twistgate.site import GatewaySite
+from twistgate.listener.site import GatewaySite
 
 
 class Recorder(Resource):

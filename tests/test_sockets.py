@@ -9,7 +9,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
-from twistgate.sockets import READ_SIZE, tune_reads, write_now
+from twistgate.http.sockets import READ_SIZE, tune_reads, write_now
 
 
 class Receiver(Protocol):

@@ -6,7 +6,7 @@ import pytest
 from twisted.application.internet import StreamServerEndpointService
 
 from twistgate import tap
-from twistgate.health import HealthChecker
+from twistgate.upstream.health import HealthChecker
 
 
 def write(tmp_path, text):

@@ -21,7 +21,7 @@ class Exchange:
     """
     One client request on its way through the gateway.
 
-    @ivar request: the client's request (a L{twistgate.server_request.GatewayRequest}, which
+    @ivar request: the client's request (a L{twistgate.listener.request.GatewayRequest}, which
         offers the part of twisted.web's request interface the gateway uses).
     @ivar route: the runtime route that matched (see runtime.py).
     @ivar method: the request method, upper-case bytes.

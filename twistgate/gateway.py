@@ -28,9 +28,9 @@ from twisted.logger import Logger
 from twistgate.accesslog import AccessLog
 from twistgate.config import ConfigError, GatewayConfig
 from twistgate.filters import IFilterFactory
+from twistgate.listener.site import GatewaySite
 from twistgate.router import GatewayResource
 from twistgate.runtime import build_runtime
-from twistgate.site import GatewaySite
 from twistgate.status import StatusService
 
 log = Logger()

@@ -15,7 +15,7 @@ from twisted.web.client import PotentialDataLoss, ResponseDone
 
 from twistgate.exchange import Reply
 from twistgate.headers import HOP_BY_HOP, copy_end_to_end
-from twistgate.server_request import when_client_gone
+from twistgate.listener.request import when_client_gone
 
 log = Logger()
 

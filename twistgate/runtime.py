@@ -14,9 +14,9 @@ from twisted.internet.interfaces import IReactorTime
 from twistgate.config import GatewayConfig, RouteConfig
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose
 from twistgate.headers import TrustedProxies
-from twistgate.proxy import Forwarder
 from twistgate.router import DEFAULT_ALLOW, RouteTable
-from twistgate.upstream import Upstream
+from twistgate.upstream.forward import Forwarder
+from twistgate.upstream.upstream import Upstream
 
 
 class Route:

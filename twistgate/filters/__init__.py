@@ -80,8 +80,8 @@ class FilterServices:
 
     @ivar reactor: the reactor; its clock is the only clock a filter reads.
     @ivar config: the whole L{twistgate.config.GatewayConfig}.
-    @ivar upstreams: the L{twistgate.upstream.Upstream}s by name.
-    @ivar forwarder: the L{twistgate.proxy.Forwarder} of the configuration in force.
+    @ivar upstreams: the L{twistgate.upstream.upstream.Upstream}s by name.
+    @ivar forwarder: the L{twistgate.upstream.forward.Forwarder} of the configuration in force.
 
     A filter kept across a reload keeps this object, which then names the new configuration's
     upstreams and forwarder.

@@ -1,11 +1,11 @@
 """
 The built-in cache filter, registered the way a third-party filter is.
 
-The implementation is twistgate/filters/cache.py; this module only holds the factory.
+The implementation is twistgate/filters/cache/filter.py; this module only holds the factory.
 """
 
 from __future__ import annotations
 
-from twistgate.filters.cache import CacheFactory
+from twistgate.filters.cache.filter import CacheFactory
 
 cache = CacheFactory()

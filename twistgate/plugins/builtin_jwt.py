@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from twistgate.filters.jwt_auth import JWTFilterFactory
+from twistgate.filters.jwt.filter import JWTFilterFactory
 
 jwt = JWTFilterFactory()

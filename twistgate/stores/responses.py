@@ -1,7 +1,7 @@
 """
 Where the cache filter keeps responses: the response-store interface and the memory store.
 
-The cache (twistgate/filters/cache.py) files each stored response under two keys. The primary
+The cache (twistgate/filters/cache/filter.py) files each stored response under two keys. The primary
 key is the URL the client asked for (path and query, C{/users/7?full=1}); the partition says
 whose it is and for which origin (the scheme and host, and for ``scope = auto`` the subject of an
 authenticated request). Under one (url, partition) a store keeps a short list of variants: the

@@ -15,11 +15,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from twistgate.client import IDLE_CONNECTION_TIMEOUT, UpstreamClient
 from twistgate.config import UpstreamConfig
-from twistgate.health import HealthChecker, http_probe
-from twistgate.pool import UpstreamPool
-from twistgate.tls import UpstreamTLSPolicy
+from twistgate.upstream.client import IDLE_CONNECTION_TIMEOUT, UpstreamClient
+from twistgate.upstream.health import HealthChecker, http_probe
+from twistgate.upstream.targets import UpstreamPool
+from twistgate.upstream.tls import UpstreamTLSPolicy
 
 log = Logger()
 

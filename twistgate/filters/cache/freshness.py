@@ -18,7 +18,7 @@ import calendar
 import re
 from collections.abc import Mapping, Sequence
 
-from twistgate.filters.cache_directives import (
+from twistgate.filters.cache.directives import (
     NO_REQUEST_DIRECTIVES,
     RequestPolicy,
     parse_delta_seconds,

@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from twistgate.filters.cache_body import BodyTee
+from twistgate.filters.cache.body import BodyTee
 from twistgate.stores.responses import StoredResponse
 
 __all__ = ["STREAM_JOIN_WINDOW", "Flight", "Flights"]

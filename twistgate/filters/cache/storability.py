@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twistgate.filters.cache_directives import RequestPolicy
-from twistgate.filters.cache_freshness import HEURISTICALLY_CACHEABLE
+from twistgate.filters.cache.directives import RequestPolicy
+from twistgate.filters.cache.freshness import HEURISTICALLY_CACHEABLE
 
 __all__ = ["not_storable_reason"]
 

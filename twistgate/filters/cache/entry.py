@@ -18,23 +18,23 @@ from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Reply
-from twistgate.filters.cache_directives import (
+from twistgate.filters.cache.directives import (
     RequestPolicy,
     parse_cache_control,
     parse_delta_seconds,
 )
-from twistgate.filters.cache_freshness import (
+from twistgate.filters.cache.freshness import (
     corrected_initial_age,
     freshness_lifetime,
     parse_http_date,
 )
-from twistgate.filters.cache_storability import not_storable_reason
-from twistgate.filters.cache_validation import (
+from twistgate.filters.cache.storability import not_storable_reason
+from twistgate.filters.cache.validation import (
     if_modified_since_passes,
     if_none_match_passes,
     updated_headers,
 )
-from twistgate.filters.cache_vary import selecting_values, vary_names
+from twistgate.filters.cache.vary import selecting_values, vary_names
 from twistgate.stores.responses import StoredResponse
 
 __all__ = [

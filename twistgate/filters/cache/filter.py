@@ -39,10 +39,10 @@ from zope.interface import implementer
 
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
-from twistgate.filters import cache_keys as keys
-from twistgate.filters.cache_body import BodyTee, TeeBody
-from twistgate.filters.cache_directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
-from twistgate.filters.cache_entry import (
+from twistgate.filters.cache import keys
+from twistgate.filters.cache.body import BodyTee, TeeBody
+from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
+from twistgate.filters.cache.entry import (
     FAST_HEADERS,
     answer,
     canonical,
@@ -53,11 +53,11 @@ from twistgate.filters.cache_entry import (
     unstorable_copy,
     with_body,
 )
-from twistgate.filters.cache_flights import STREAM_JOIN_WINDOW, Flight, Flights
-from twistgate.filters.cache_freshness import may_reuse, may_serve_stale_on_error
-from twistgate.filters.cache_settings import CacheSettings, validate_settings
-from twistgate.filters.cache_validation import is_304_for
-from twistgate.filters.cache_vary import select_variant, selecting_values
+from twistgate.filters.cache.flights import STREAM_JOIN_WINDOW, Flight, Flights
+from twistgate.filters.cache.freshness import may_reuse, may_serve_stale_on_error
+from twistgate.filters.cache.settings import CacheSettings, validate_settings
+from twistgate.filters.cache.validation import is_304_for
+from twistgate.filters.cache.vary import select_variant, selecting_values
 from twistgate.stores.responses import (
     IResponseStore,
     ISynchronousResponseStore,

@@ -1,12 +1,12 @@
 """
 One keep-alive connection of the HTTP/1.1 upstream client, carrying one request at a time.
 
-Part of L{twistgate.http1}: L{HTTP1Connection} is the protocol that
-L{twistgate.http1_pool.ConnectionPool} connects and keeps idle. It joins the request writer of
-L{twistgate.http1_request} and the response reader of L{twistgate.http1_reader}, and holds what
-is the connection's own: its state, how an exchange fails or is stopped, what the end of the
-connection means for the request on it, and the flow control shared by the body's reader and the
-bytes held for it.
+Part of L{twistgate.upstream.http1}: L{HTTP1Connection} is the protocol that
+L{twistgate.upstream.http1.pool.ConnectionPool} connects and keeps idle. It joins the request
+writer of L{twistgate.upstream.http1.request} and the response reader of
+L{twistgate.upstream.http1.reader}, and holds what is the connection's own: its state, how an
+exchange fails or is stopped, what the end of the connection means for the request on it, and the
+flow control shared by the body's reader and the bytes held for it.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from twisted.web.client import (
 )
 from zope.interface import implementer
 
-from twistgate.http1_chunked import ChunkedDecoder
-from twistgate.http1_reader import _IDLE, _UNTIL_CLOSE, _ResponseReader
-from twistgate.http1_request import _Call, _RequestWriter
-from twistgate.sockets import tune_reads
+from twistgate.http.chunked import ChunkedDecoder
+from twistgate.http.sockets import tune_reads
+from twistgate.upstream.http1.reader import _IDLE, _UNTIL_CLOSE, _ResponseReader
+from twistgate.upstream.http1.request import _Call, _RequestWriter
 
 if TYPE_CHECKING:
-    from twistgate.http1_pool import ConnectionPool
-    from twistgate.http1_response import Response
+    from twistgate.upstream.http1.pool import ConnectionPool
+    from twistgate.upstream.http1.response import Response
 
 
 @implementer(IConsumer)

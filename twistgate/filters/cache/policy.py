@@ -22,15 +22,15 @@ C{reactor.seconds()} gives them.
 
 from __future__ import annotations
 
-from twistgate.filters.cache_directives import (
+from twistgate.filters.cache.directives import (
     DELTA_SECONDS_MAX,
     RequestPolicy,
     parse_cache_control,
     parse_delta_seconds,
     request_policy,
 )
-from twistgate.filters.cache_directives import NO_REQUEST_DIRECTIVES as NO_REQUEST_DIRECTIVES
-from twistgate.filters.cache_freshness import (
+from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES as NO_REQUEST_DIRECTIVES
+from twistgate.filters.cache.freshness import (
     HEURISTIC_FRACTION,
     HEURISTIC_LIMIT,
     HEURISTICALLY_CACHEABLE,
@@ -41,16 +41,16 @@ from twistgate.filters.cache_freshness import (
     may_serve_stale_on_error,
     parse_http_date,
 )
-from twistgate.filters.cache_storability import UNDERSTOOD as UNDERSTOOD
-from twistgate.filters.cache_storability import not_storable_reason
-from twistgate.filters.cache_validation import (
+from twistgate.filters.cache.storability import UNDERSTOOD as UNDERSTOOD
+from twistgate.filters.cache.storability import not_storable_reason
+from twistgate.filters.cache.validation import (
     if_modified_since_passes,
     if_none_match_passes,
     is_304_for,
     parse_entity_tags,
     updated_headers,
 )
-from twistgate.filters.cache_vary import (
+from twistgate.filters.cache.vary import (
     normalise_field,
     select_variant,
     selecting_values,

@@ -8,7 +8,8 @@ setting and keeps each target's health:
 
 - passive health: ``max_fails`` consecutive connection failures or timeouts take a target out for
   ``fail_timeout`` seconds (nginx's ``max_fails``/``fail_timeout``), and an answer brings it back;
-- active health: ``twistgate.health.HealthChecker`` sets ``TargetState.healthy`` from its probes;
+- active health: ``twistgate.upstream.health.HealthChecker`` sets ``TargetState.healthy`` from its
+probes;
 - panic (Envoy's panic threshold, in nginx's spirit of never failing a lone server for good):
   passive health never takes the last targets out.  When every target that passes its active
   health check is out only by passive health, the pool is *in panic* and ``pick`` balances among

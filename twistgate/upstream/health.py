@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
     from twisted.web.iweb import IAgent, IResponse
 
-    from twistgate.pool import TargetState, UpstreamPool
+    from twistgate.upstream.targets import TargetState, UpstreamPool
 
 log = Logger()
 

@@ -1,8 +1,8 @@
 """
 The public listener's factory: settings, requests in flight, observers and drain.
 
-Each client connection is a L{twistgate.http1_server.ServerConnection}, each request a
-L{twistgate.server_request.GatewayRequest}; the site hands every request to its root resource (the
+Each client connection is a L{twistgate.listener.connection.ServerConnection}, each request a
+L{twistgate.listener.request.GatewayRequest}; the site hands every request to its root resource (the
 router) as soon as its head is whole, counts it until its answer is complete or its client has
 gone, then tells its observers (metrics, the access log).
 """
@@ -15,9 +15,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
-from twistgate.http1_server import ServerConnection
+from twistgate.listener.connection import ServerConnection
+from twistgate.listener.request import GatewayRequest
 from twistgate.respond import send_error
-from twistgate.server_request import GatewayRequest
 
 log = Logger()
 

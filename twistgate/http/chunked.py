@@ -2,9 +2,9 @@
 The chunked transfer coding (RFC 9112 §7.1), decoded as it arrives.
 
 Both sides of the gateway read chunked bodies: the listener a client's request body
-(L{twistgate.http1_server}), the upstream client a target's response body
-(L{twistgate.http1_reader}). Each feeds what it receives to a L{ChunkedDecoder}, which hands the
-body's bytes on and says where the body ended; trailer fields are read and dropped.
+(L{twistgate.listener.connection}), the upstream client a target's response body
+(L{twistgate.upstream.http1.reader}). Each feeds what it receives to a L{ChunkedDecoder}, which
+hands the body's bytes on and says where the body ended; trailer fields are read and dropped.
 """
 
 from __future__ import annotations

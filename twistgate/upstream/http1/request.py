@@ -2,11 +2,11 @@
 The request side of the HTTP/1.1 upstream client: one request's way through its pool, and the
 writing of it onto a connection.
 
-Part of L{twistgate.http1}: L{twistgate.http1_pool.ConnectionPool} makes a L{_Call} per request,
-which finds it a connection (sending it again, once, when a reused connection turns out to have
-been closed by the target); L{_RequestWriter}, a part of
-L{twistgate.http1_connection.HTTP1Connection}, writes its head in one piece and produces its body
-into the transport, chunk-encoded when its length is not known.
+Part of L{twistgate.upstream.http1}: L{twistgate.upstream.http1.pool.ConnectionPool} makes a
+L{_Call} per request, which finds it a connection (sending it again, once, when a reused connection
+turns out to have been closed by the target); L{_RequestWriter}, a part of
+L{twistgate.upstream.http1.connection.HTTP1Connection}, writes its head in one piece and produces
+its body into the transport, chunk-encoded when its length is not known.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
-from twistgate.http1_reader import _HEAD
-from twistgate.sockets import write_now
+from twistgate.http.sockets import write_now
+from twistgate.upstream.http1.reader import _HEAD
 
 if TYPE_CHECKING:
-    from twistgate.http1_connection import HTTP1Connection
-    from twistgate.http1_pool import ConnectionPool
-    from twistgate.http1_response import Response
+    from twistgate.upstream.http1.connection import HTTP1Connection
+    from twistgate.upstream.http1.pool import ConnectionPool
+    from twistgate.upstream.http1.response import Response
 
 log = Logger()
 
@@ -152,8 +152,8 @@ class _Call:
 
 class _RequestWriter:
     """
-    The request half of L{twistgate.http1_connection.HTTP1Connection}, which it is mixed into:
-    writing a request, and being the L{IConsumer} its body is produced into.
+    The request half of L{twistgate.upstream.http1.connection.HTTP1Connection}, which it is mixed
+    into: writing a request, and being the L{IConsumer} its body is produced into.
     """
 
     def send(self, call: _Call) -> None:

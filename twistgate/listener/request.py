@@ -5,7 +5,7 @@ L{GatewayRequest} is what the router, the proxy and the responder see of a clien
 offers the part of twisted.web's C{Request} they use (C{requestHeaders}, C{responseHeaders},
 C{setResponseCode}, C{write}, C{finish}, C{notifyFinish}, producers), so filters written against
 twisted.web read it unchanged, but it costs a fraction of one: the head is parsed once by
-L{twistgate.http1_server}, and the answer's head is written with its first body bytes in one
+L{twistgate.listener.connection}, and the answer's head is written with its first body bytes in one
 system call.
 
 Framing is the gateway's: a C{Content-Length} among the response headers is used as it is,
@@ -23,14 +23,14 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
-from twistgate.body import BodyAbandoned
 from twistgate.headers import HOP_BY_HOP, connection_named
-from twistgate.http1_response import _HEADERS_TABLE
-from twistgate.sockets import write_now
+from twistgate.http.sockets import write_now
+from twistgate.listener.body import BodyAbandoned
+from twistgate.upstream.http1.response import _HEADERS_TABLE
 
 if TYPE_CHECKING:
-    from twistgate.body import StreamingBody
-    from twistgate.http1_server import ServerConnection
+    from twistgate.listener.body import StreamingBody
+    from twistgate.listener.connection import ServerConnection
 
 #: Status codes whose answers never have a body (RFC 9110 §6.4.1).
 _NO_BODY_CODES = frozenset([204, 304])

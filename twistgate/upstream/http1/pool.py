@@ -1,9 +1,10 @@
 """
-The per-target pool of the HTTP/1.1 upstream client: where L{twistgate.client} sends requests.
+The per-target pool of the HTTP/1.1 upstream client: where L{twistgate.upstream.client} sends
+requests.
 
-Part of L{twistgate.http1}: a L{ConnectionPool} per target takes each request, sends it on its
-most recently used idle L{twistgate.http1_connection.HTTP1Connection} (or a new one), takes
-connections back once their response is whole, and closes those left idle too long with one
+Part of L{twistgate.upstream.http1}: a L{ConnectionPool} per target takes each request, sends it on
+its most recently used idle L{twistgate.upstream.http1.connection.HTTP1Connection} (or a new one),
+takes connections back once their response is whole, and closes those left idle too long with one
 timer for the whole pool.
 """
 
@@ -18,9 +19,9 @@ from twisted.internet.protocol import Factory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
-from twistgate.http1_connection import HTTP1Connection
-from twistgate.http1_request import _Call
-from twistgate.http1_response import Response
+from twistgate.upstream.http1.connection import HTTP1Connection
+from twistgate.upstream.http1.request import _Call
+from twistgate.upstream.http1.response import Response
 
 
 class _ConnectionFactory(Factory):

@@ -1,8 +1,8 @@
 """
 A lean HTTP/1.1 client for upstream requests, on Twisted's own protocol and transport layer.
 
-The step of the walk between the upstream pool and the response: L{twistgate.client} hands each
-request to the L{ConnectionPool} of its target, which sends it over an idle keep-alive
+The step of the walk between the upstream pool and the response: L{twistgate.upstream.client} hands
+each request to the L{ConnectionPool} of its target, which sends it over an idle keep-alive
 L{HTTP1Connection} (or a new one) and fires with a L{Response} once the response head has
 arrived. The response body then streams to whatever protocol is given to
 L{Response.deliverBody}, with backpressure both ways.
@@ -18,25 +18,25 @@ chunked) an upstream of a gateway does not need; a response coded with another i
 connection closes (unless chunked is its last coding) and its other codings are passed on as
 content codings.
 
-The failures are twisted.web's, so that L{twistgate.proxy} classifies them as before:
+The failures are twisted.web's, so that L{twistgate.upstream.forward} classifies them as before:
 connection errors from the endpoint as they are; L{ResponseNeverReceived} when the connection
 ends before any response byte; L{RequestTransmissionFailed} when the request body could not be
 sent; L{ResponseFailed} for a response that broke off, wrapping a twisted.web L{ParseError} when
 the answer was not HTTP; L{CancelledError} when the request is cancelled.
 
 This module is the client's front door, naming what the rest of the gateway uses; the client
-itself is, in the order a request meets it: L{twistgate.http1_pool} (the per-target pool of idle
-connections and its timer), L{twistgate.http1_request} (a request's retry, and the writing of its
-head and body), L{twistgate.http1_connection} (the protocol joining both halves),
-L{twistgate.http1_reader} (the incremental head parser and body framing) and
-L{twistgate.http1_response} (the L{Response} and its body's flow control).
+itself is, in the order a request meets it: L{twistgate.upstream.http1.pool} (the per-target pool
+of idle connections and its timer), L{twistgate.upstream.http1.request} (a request's retry, and the
+writing of its head and body), L{twistgate.upstream.http1.connection} (the protocol joining both
+halves), L{twistgate.upstream.http1.reader} (the incremental head parser and body framing) and
+L{twistgate.upstream.http1.response} (the L{Response} and its body's flow control).
 """
 
 from __future__ import annotations
 
-from twistgate.http1_connection import HTTP1Connection
-from twistgate.http1_pool import ConnectionPool
-from twistgate.http1_response import (
+from twistgate.upstream.http1.connection import HTTP1Connection
+from twistgate.upstream.http1.pool import ConnectionPool
+from twistgate.upstream.http1.response import (
     BUFFER_HIGH_WATER,
     MAX_HEAD,
     MAX_HEADERS,

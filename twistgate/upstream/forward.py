@@ -25,12 +25,12 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
-from twistgate.body import BodyAbandoned
-from twistgate.deadlines import Deadlines
 from twistgate.exchange import Exchange, Reply
 from twistgate.headers import HOP_BY_HOP, TrustedProxies, copy_end_to_end, remove_hop_by_hop
-from twistgate.http1_response import _HEADERS_TABLE
-from twistgate.server_request import when_client_gone
+from twistgate.listener.body import BodyAbandoned
+from twistgate.listener.request import when_client_gone
+from twistgate.upstream.deadlines import Deadlines
+from twistgate.upstream.http1.response import _HEADERS_TABLE
 
 log = Logger()
 

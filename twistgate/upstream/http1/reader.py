@@ -1,10 +1,10 @@
 """
 The response reader of the HTTP/1.1 upstream client: received bytes in, responses out.
 
-Part of L{twistgate.http1}: L{_ResponseReader}, a part of
-L{twistgate.http1_connection.HTTP1Connection}, parses the response head incrementally (handing
-interim 1xx heads to the request's C{interim} receiver, refusing a 101 nobody asked for), answers
-the request with a L{twistgate.http1_response.Response}, then frames
+Part of L{twistgate.upstream.http1}: L{_ResponseReader}, a part of
+L{twistgate.upstream.http1.connection.HTTP1Connection}, parses the response head incrementally
+(handing interim 1xx heads to the request's C{interim} receiver, refusing a 101 nobody asked for),
+answers the request with a L{twistgate.upstream.http1.response.Response}, then frames
 its body (by C{Content-Length}, chunked, or until the connection closes) and hands the connection
 back to its pool once the response is whole.
 """
@@ -17,8 +17,8 @@ from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from twistgate.http1_chunked import ChunkedDecoder, ChunkError
-from twistgate.http1_response import (
+from twistgate.http.chunked import ChunkedDecoder, ChunkError
+from twistgate.upstream.http1.response import (
     _CONNECTION_CONTROL,
     _HEADERS_TABLE,
     _HTTP10,
@@ -45,8 +45,8 @@ _IDLE, _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(5)
 
 class _ResponseReader:
     """
-    The response half of L{twistgate.http1_connection.HTTP1Connection}, which it is mixed into:
-    C{dataReceived} and the parser states it moves through.
+    The response half of L{twistgate.upstream.http1.connection.HTTP1Connection}, which it is mixed
+    into: C{dataReceived} and the parser states it moves through.
     """
 
     def dataReceived(self, data: bytes) -> None:

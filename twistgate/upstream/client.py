@@ -5,8 +5,8 @@ This is what twisted.web's L{Agent} does for a request, minus the work that does
 one request to the next: the target's endpoint, C{Host} value and base path are worked out once
 per target instead of once per request (Agent parses the URL and builds a new endpoint, with an
 IDNA round trip, every time). Each target has its own pool of keep-alive connections speaking
-the lean HTTP/1.1 client of L{twistgate.http1}; its failures are twisted.web's client's, so that
-L{twistgate.proxy} tells them apart as it would for an Agent.
+the lean HTTP/1.1 client of L{twistgate.upstream.http1}; its failures are twisted.web's client's,
+so that L{twistgate.upstream.forward} tells them apart as it would for an Agent.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 
 from twistgate.config import Target
-from twistgate.http1 import ConnectionPool, Response
+from twistgate.upstream.http1 import ConnectionPool, Response
 
 #: Idle keep-alive connections kept per target; enough for a busy target without reconnecting.
 MAX_IDLE_PER_TARGET = 64
@@ -87,7 +87,7 @@ class UpstreamClient:
 
         @param interim: what hears of the interim (1xx) responses before the final one, through
             its C{write_interim(code, phrase, headers)} (the client's
-            L{twistgate.server_request.GatewayRequest}); objects without that method hear nothing.
+            L{twistgate.listener.request.GatewayRequest}); objects without that method hear nothing.
         @param read_timeout: seconds the response body may bring no byte before it is cut.
         """
         prepared = self._prepared.get(target) or self._prepare(target)

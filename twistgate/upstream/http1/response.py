@@ -1,11 +1,12 @@
 """
 The response side of the HTTP/1.1 upstream client: the head parser's limits and helpers, and the
-L{Response} handed to L{twistgate.client}.
+L{Response} handed to L{twistgate.upstream.client}.
 
-Part of L{twistgate.http1}: L{twistgate.http1_reader} feeds received bytes through the helpers
-here (status line, header lines, C{Content-Length}, C{Connection}) and builds a L{Response}; the
-response holds body bytes until its reader arrives at L{Response.deliverBody}, and passes that
-reader's pause, resume and stop back to its L{twistgate.http1_connection.HTTP1Connection}.
+Part of L{twistgate.upstream.http1}: L{twistgate.upstream.http1.reader} feeds received bytes
+through the helpers here (status line, header lines, C{Content-Length}, C{Connection}) and builds a
+L{Response}; the response holds body bytes until its reader arrives at L{Response.deliverBody}, and
+passes that reader's pause, resume and stop back to its
+L{twistgate.upstream.http1.connection.HTTP1Connection}.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from twistgate.http1_connection import HTTP1Connection
+    from twistgate.upstream.http1.connection import HTTP1Connection
 
 #: The most bytes of a response head (status line and header lines) accepted.
 MAX_HEAD = 64 * 1024

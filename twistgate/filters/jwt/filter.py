@@ -9,8 +9,8 @@ answers by itself (401 or 403, RFC 6750) or passes the exchange on with the veri
 ``exchange.context`` and chosen claims as upstream headers.
 
 This module holds the filter and its factory. The section is checked, and a ``public_key`` read,
-by L{twistgate.filters.jwt_settings} (which also says why the algorithms must fit the key
-source); the keys of a ``jwks_url`` are fetched and cached by L{twistgate.filters.jwks}. The
+by L{twistgate.filters.jwt.settings} (which also says why the algorithms must fit the key
+source); the keys of a ``jwks_url`` are fetched and cached by L{twistgate.filters.jwt.jwks}. The
 names those modules define are still importable from here.
 
 Two decisions a reader might question:
@@ -39,8 +39,8 @@ from zope.interface import implementer
 
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
-from twistgate.filters.jwks import JWKS_MAX_BYTES, JWKS_MIN_REFETCH, JWKSKeys, VerifyingKey
-from twistgate.filters.jwt_settings import (
+from twistgate.filters.jwt.jwks import JWKS_MAX_BYTES, JWKS_MIN_REFETCH, JWKSKeys, VerifyingKey
+from twistgate.filters.jwt.settings import (
     EC_ALGORITHMS,
     EDDSA_ALGORITHMS,
     HMAC_ALGORITHMS,

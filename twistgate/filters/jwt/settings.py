@@ -3,8 +3,8 @@ The ``jwt`` filter's configuration: a ``[filter:NAME] use = jwt`` section checke
 L{JWTSettings}, and the key reading it needs (SPEC 5).
 
 It runs once, when gw.ini is loaded, long before any request: the jwt filter itself
-(L{twistgate.filters.jwt_auth}) runs in the filter chain between the router and the upstream,
-and L{twistgate.filters.jwks} fetches the keys of a ``jwks_url``; both take what is checked here
+(L{twistgate.filters.jwt.filter}) runs in the filter chain between the router and the upstream,
+and L{twistgate.filters.jwt.jwks} fetches the keys of a ``jwks_url``; both take what is checked here
 as given. A PEM ``public_key`` is read and parsed here, once, so no request ever reads a file.
 
 A decision a reader might question: only algorithms listed in ``algorithms`` are accepted, and

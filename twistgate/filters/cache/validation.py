@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from twistgate.filters.cache_freshness import parse_http_date
+from twistgate.filters.cache.freshness import parse_http_date
 
 __all__ = [
     "if_modified_since_passes",

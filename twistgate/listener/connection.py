@@ -31,11 +31,14 @@ from twisted.python.failure import Failure
 from twisted.web._newclient import ParseError
 from twisted.web.http_headers import Headers
 
-from twistgate.body import BodyAbandoned, StreamingBody
 from twistgate.exchange import Reply
 from twistgate.headers import new_request_id, request_id_for
-from twistgate.http1_chunked import ChunkedDecoder, ChunkError
-from twistgate.http1_response import (
+from twistgate.http.chunked import ChunkedDecoder, ChunkError
+from twistgate.http.sockets import tune_reads
+from twistgate.listener.body import BodyAbandoned, StreamingBody
+from twistgate.listener.request import GatewayRequest
+from twistgate.respond import send_error
+from twistgate.upstream.http1.response import (
     _HEADERS_TABLE,
     _TOKEN,
     _content_length,
@@ -43,13 +46,10 @@ from twistgate.http1_response import (
     _name,
     _names,
 )
-from twistgate.http1_response import _lines as _head_lines
-from twistgate.respond import send_error
-from twistgate.server_request import GatewayRequest
-from twistgate.sockets import tune_reads
+from twistgate.upstream.http1.response import _lines as _head_lines
 
 if TYPE_CHECKING:
-    from twistgate.site import GatewaySite
+    from twistgate.listener.site import GatewaySite
 
 log = Logger()
 

@@ -2,11 +2,11 @@
 The keys of a ``jwks_url`` for the ``jwt`` filter: fetched, cached and looked up by ``kid``
 (SPEC 5).
 
-The jwt filter (L{twistgate.filters.jwt_auth}) runs in the filter chain between the router and
+The jwt filter (L{twistgate.filters.jwt.filter}) runs in the filter chain between the router and
 the upstream; when its keys come from a JWKS it asks a L{JWKSKeys} here for the keys that may
 verify a token, and this module fetches the key set with the filter's HTTP client on the
 reactor's clock: at start-up, again for an unknown ``kid`` (rate-limited), and in the background
-when the copy grows old. The section it serves was checked by L{twistgate.filters.jwt_settings}.
+when the copy grows old. The section it serves was checked by L{twistgate.filters.jwt.settings}.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import treq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from twistgate.filters.jwt_settings import _public, algorithms_for_key
+from twistgate.filters.jwt.settings import _public, algorithms_for_key
 
 # The namespace the JWKS events have always been logged under (twistd prints it on each line):
 # kept when the JWKS code moved out of jwt_auth, so that what operators grep for still matches.

@@ -1,0 +1,1 @@
+"""The C{jwt} filter: settings, the filter, and JWKS key sets."""

@@ -1,0 +1,4 @@
+"""
+Wire code with no gateway knowledge: the chunked coding and socket writes (more of the
+HTTP/1.1 layer moves here with issue 18).
+"""
