@@ -4,6 +4,8 @@ The last step of the walk: writing a L{Reply} to the client.
 A streamed upstream body is relayed with backpressure both ways: when the client reads slowly, the
 upstream connection stops being read (so the gateway never holds more than a socket buffer of it),
 and when the client goes away the upstream transfer is abandoned.
+
+The request is used through L{IGatewayRequest}'s members only.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from twisted.web.client import PotentialDataLoss, ResponseDone
 
 from twistgate.exchange import Reply
 from twistgate.headers import HOP_BY_HOP, copy_end_to_end
-from twistgate.listener.request import when_client_gone
+from twistgate.listener.interfaces import IGatewayRequest
 
 log = Logger()
 
 
-def send_reply(request, reply: Reply) -> None:
+def send_reply(request: IGatewayRequest, reply: Reply) -> None:
     """Write C{reply} (status, headers, body) to the client's C{request} and finish it."""
-    if request.finished or request._disconnected:
+    if request.finished or request.gone:
         _discard(reply)
         return
     request.setResponseCode(reply.code, reply.phrase)
@@ -37,7 +39,7 @@ def send_reply(request, reply: Reply) -> None:
 
 
 def send_error(
-    request,
+    request: IGatewayRequest,
     status: int,
     message: str,
     headers: dict[bytes, bytes] | None = None,
@@ -50,8 +52,8 @@ def send_error(
     @param close: close the client connection after the answer (used when the request body was
         not read, so the connection cannot carry another request).
     """
-    if close and not (request.finished or request._disconnected):
-        request.channel.persistent = False
+    if close and not (request.finished or request.gone):
+        request.close_after()
         request.setHeader(b"connection", b"close")
     send_reply(request, Reply.error(status, message, headers))
 
@@ -70,13 +72,13 @@ class _Discard(Protocol):
 class BodyRelay(Protocol):
     """Relays an upstream response body to a client request, as a streaming producer."""
 
-    def __init__(self, request):
+    def __init__(self, request: IGatewayRequest):
         self.request = request
         self._finished = False
 
     def connectionMade(self) -> None:
         self.request.registerProducer(self, True)
-        when_client_gone(self.request, self._client_gone)
+        self.request.when_gone(self._client_gone)
 
     def dataReceived(self, data: bytes) -> None:
         if not self._finished:
@@ -98,7 +100,7 @@ class BodyRelay(Protocol):
             uri=request.uri,
             reason=reason.getErrorMessage(),
         )
-        request.channel.transport.abortConnection()
+        request.abort()
 
     # IPushProducer, on behalf of the upstream connection.
 

@@ -22,10 +22,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from twistgate.headers import HOP_BY_HOP, connection_named
 from twistgate.http.sockets import write_now
 from twistgate.listener.body import BodyAbandoned
+from twistgate.listener.interfaces import IGatewayRequest
 from twistgate.upstream.http1.response import _HEADERS_TABLE
 
 if TYPE_CHECKING:
@@ -41,9 +43,11 @@ _INTERIM_PHRASES = {100: b"Continue", 102: b"Processing", 103: b"Early Hints"}
 _FRAMING = frozenset([b"Content-Length", b"Connection", b"Transfer-Encoding", b"Keep-Alive"])
 
 
+@implementer(IGatewayRequest)
 class GatewayRequest:
     """
-    A request of the public listener.
+    A request of the public listener: code outside the listener uses only its
+    L{IGatewayRequest} members.
 
     @ivar channel: the L{ServerConnection} it arrived on (C{channel.transport},
         C{channel.persistent}).
@@ -140,6 +144,11 @@ class GatewayRequest:
         else:
             self._gone_callbacks.append(callback)
 
+    @property
+    def gone(self) -> bool:
+        """Whether the client went away before the answer was complete."""
+        return self._disconnected
+
     # Writing the answer.
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
@@ -232,6 +241,14 @@ class GatewayRequest:
 
     def unregisterProducer(self) -> None:
         self.channel.transport.unregisterProducer()
+
+    def close_after(self) -> None:
+        """The connection ends after this answer (its head, if not yet written, says so)."""
+        self.channel.persistent = False
+
+    def abort(self) -> None:
+        """Cut the client's connection now: the answer cannot be completed."""
+        self.channel.transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:
         """The client went away before the answer was complete."""
