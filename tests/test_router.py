@@ -7,15 +7,16 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.http_headers import Headers
+from zope.interface.verify import verifyObject
 
 from twistgate.config.model import RouteConfig
 from twistgate.exchange import Reply
 from twistgate.headers import TrustedProxies
+from twistgate.listener.interfaces import IRequestHandler
 from twistgate.listener.site import GatewaySite
 from twistgate.router import (
     DEFAULT_ALLOW,
@@ -130,8 +131,45 @@ def test_route_table_matches_the_longest_prefix_on_segment_boundaries():
     assert RouteTable([users]).match(b"/") is None
 
 
-def get_json(response):
-    return response.json()
+class Answer:
+    """What the gateway wrote back: C{code}, C{headers} (lower-case names), C{body}."""
+
+    def __init__(self, raw: bytes):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.code = int(lines[0].split(b" ")[1])
+        self.headers: dict[bytes, list[bytes]] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b": ")
+            self.headers.setdefault(name.lower(), []).append(value)
+        if b"content-length" in self.headers:
+            self.body = rest[: int(self.headers[b"content-length"][0])]
+        else:
+            assert self.headers[b"transfer-encoding"] == [b"chunked"]
+            self.body = b""
+            while True:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line, 16)
+                self.body, rest = self.body + rest[:size], rest[size + 2:]
+                if not size:
+                    break
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def ask(runtime, method: str, target: str, headers=()) -> Answer:
+    """Send one request through a real L{GatewaySite} to a L{GatewayResource}; its answer."""
+    site = GatewaySite(GatewayResource(runtime), MemoryReactorClock(), max_body=100,
+                       header_timeout=10, idle_timeout=60)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    head = b"%s %s HTTP/1.1\r\nHost: gw\r\n" % (method.encode(), target.encode())
+    for name, value in headers:
+        head += b"%s: %s\r\n" % (name, value)
+    channel.dataReceived(head + b"\r\n")
+    return Answer(transport.value())
 
 
 @pytest.fixture
@@ -142,59 +180,53 @@ def routes():
     ]
 
 
-def client(routes):
-    return StubTreq(GatewayResource(FakeRuntime(routes)))
+def test_the_router_is_the_request_handler_the_site_calls(routes):
+    assert verifyObject(IRequestHandler, GatewayResource(FakeRuntime(routes)))
 
 
 def test_no_route_is_a_json_404_with_a_request_id(routes):
-    treq = client(routes)
-    response = treq.get("http://gw/nowhere").result
+    response = ask(FakeRuntime(routes), "GET", "/nowhere")
     assert response.code == 404
-    assert response.headers.getRawHeaders(b"content-type") == [b"application/json"]
-    assert len(response.headers.getRawHeaders(b"x-request-id")[0]) == 32
-    body = json.loads(treq.content(response).result)
+    assert response.headers[b"content-type"] == [b"application/json"]
+    assert len(response.headers[b"x-request-id"][0]) == 32
+    body = response.json()
     assert body["status"] == 404 and body["error"] == "not_found" and body["message"]
 
 
 def test_a_method_the_route_does_not_allow_is_405_with_allow(routes):
-    treq = client(routes)
-    response = treq.delete("http://gw/users/1").result
+    response = ask(FakeRuntime(routes), "DELETE", "/users/1")
     assert response.code == 405
-    assert response.headers.getRawHeaders(b"allow") == [b"GET, POST"]
-    assert json.loads(treq.content(response).result)["error"] == "method_not_allowed"
+    assert response.headers[b"allow"] == [b"GET, POST"]
+    assert response.json()["error"] == "method_not_allowed"
     assert routes[0].seen == []
 
 
 def test_a_climbing_path_is_400_and_reaches_no_route(routes):
-    treq = client(routes)
     for path in ["/users/../orders/x", "/users/%2e%2e/orders/x"]:
-        response = treq.get("http://gw" + path).result
+        response = ask(FakeRuntime(routes), "GET", path)
         assert response.code == 400
-        assert json.loads(treq.content(response).result)["status"] == 400
+        assert response.json()["status"] == 400
     assert routes[0].seen == [] and routes[1].seen == []
 
 
 def test_strip_prefix_and_query_reach_the_upstream_path(routes):
-    treq = client(routes)
-    body = treq.json_content(treq.get("http://gw/orders/9?x=1&y=%20").result).result
+    body = ask(FakeRuntime(routes), "GET", "/orders/9?x=1&y=%20").json()
     assert body == {"route": "/orders", "upstream_path": "/9?x=1&y=%20"}
-    body = treq.json_content(treq.get("http://gw/users/7?q").result).result
+    body = ask(FakeRuntime(routes), "GET", "/users/7?q").json()
     assert body == {"route": "/users", "upstream_path": "/users/7?q"}
 
 
 def test_the_clients_request_id_is_echoed_and_passed_on(routes):
-    treq = client(routes)
-    response = treq.get("http://gw/users", headers={"X-Request-ID": "trace-42"}).result
-    assert response.headers.getRawHeaders(b"x-request-id") == [b"trace-42"]
+    response = ask(FakeRuntime(routes), "GET", "/users", [(b"X-Request-ID", b"trace-42")])
+    assert response.headers[b"x-request-id"] == [b"trace-42"]
     assert routes[0].seen[0].request_id == b"trace-42"
 
 
 def test_connect_is_405_json_whatever_its_target(routes):
-    treq = client(routes)
-    response = treq.request("CONNECT", "http://gw/users").result
+    response = ask(FakeRuntime(routes), "CONNECT", "/users")
     assert response.code == 405
-    assert response.headers.getRawHeaders(b"allow") == [DEFAULT_ALLOW]
-    assert get_json(response).result["status"] == 405
+    assert response.headers[b"allow"] == [DEFAULT_ALLOW]
+    assert response.json()["status"] == 405
     assert [r.seen for r in routes] == [[], []]
 
 
@@ -225,20 +257,21 @@ def test_a_405_is_counted_under_the_route_whose_prefix_matched(routes):
 
 
 def test_headers_that_could_pass_for_the_gateways_are_removed_before_any_filter(routes):
-    treq = StubTreq(GatewayResource(FakeRuntime(routes, frozenset([b"x-user-id"]))))
-    response = treq.get(
-        "http://gw/orders/1",
-        headers={
-            b"X-User-Id": [b"admin"],
-            b"x-user-ID": [b"admin"],
-            b"X_User_Id": [b"admin"],
-            b"X_Forwarded_For": [b"10.0.0.1"],
-            b"Transfer_Encoding": [b"chunked"],
-            b"Connection": [b"X-Keep, X-Forwarded-For"],
-            b"X-Keep": [b"hop"],
-            b"X-Other": [b"kept"],
-        },
-    ).result
+    response = ask(
+        FakeRuntime(routes, frozenset([b"x-user-id"])),
+        "GET",
+        "/orders/1",
+        [
+            (b"X-User-Id", b"admin"),
+            (b"x-user-ID", b"admin"),
+            (b"X_User_Id", b"admin"),
+            (b"X_Forwarded_For", b"10.0.0.1"),
+            (b"Transfer_Encoding", b"chunked"),
+            (b"Connection", b"X-Keep, X-Forwarded-For"),
+            (b"X-Keep", b"hop"),
+            (b"X-Other", b"kept"),
+        ],
+    )
     assert response.code == 200
     (exchange,) = routes[1].seen
     names = {name.lower() for name, _ in exchange.headers.getAllRawHeaders()}

@@ -25,9 +25,8 @@ class Keep:
     def __init__(self):
         self.requests = []
 
-    def render(self, request):
+    def handle(self, request):
         self.requests.append(request)
-        return 1
 
 
 def request_for(head: bytes):

@@ -6,24 +6,19 @@ import json
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from twistgate.listener.site import GatewaySite
 
 
-class Recorder(Resource):
-    """Answers nothing by itself; keeps each request so the test can look at its body."""
-
-    isLeaf = True
+class Recorder:
+    """The site's handler: answers nothing by itself; keeps each request so the test can look at
+    its body."""
 
     def __init__(self):
-        super().__init__()
         self.requests = []
 
-    def render(self, request):
+    def handle(self, request):
         self.requests.append(request)
-        return NOT_DONE_YET
 
 
 class Consumer:

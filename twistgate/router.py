@@ -1,11 +1,14 @@
 """
-The router: the Site's root resource, where every request starts its walk.
+The router: the site's request handler, where every request starts its walk.
 
 It normalises the path (dot segments, percent-encoded ones too), finds the route with the longest
 matching prefix on segment boundaries, checks the method, and hands an L{Exchange} to the route's
 filter chain; the chain's L{Reply} goes back to the client through respond.py. No route gives
 404, a method the route does not allow gives 405 with ``Allow``, and a path that would climb out
 of its prefix gives 400: it never reaches an upstream.
+
+The site calls L{GatewayResource.handle} with each request (L{IRequestHandler}); the router answers
+through the request (L{IGatewayRequest}), now or when the filter chain's Deferred fires.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from collections.abc import Iterable
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from twistgate.exchange import Exchange
 from twistgate.headers import clean_request_headers, request_id_for
+from twistgate.listener.interfaces import IGatewayRequest, IRequestHandler
 from twistgate.respond import send_error, send_reply
 
 log = Logger()
@@ -98,24 +101,23 @@ class RouteTable:
                 return route
 
 
-class GatewayResource(Resource):
+@implementer(IRequestHandler)
+class GatewayResource:
     """
-    The root resource of the public listener.
+    The request handler of the public listener.
 
     @ivar runtime: the L{twistgate.runtime.Runtime} in force; replaced as a whole on reload, while
         requests already started keep the one they began with.
     """
 
-    isLeaf = True
-
     def __init__(self, runtime):
-        super().__init__()
         self.runtime = runtime
 
-    def render(self, request) -> int:
+    def handle(self, request: IGatewayRequest) -> None:
+        """Route C{request} and answer it, now or once its filter chain has a reply."""
         runtime = self.runtime
         headers = request.requestHeaders
-        if runtime.reserved_headers or not getattr(request, "plain_headers", False):
+        if runtime.reserved_headers or not request.plain_headers:
             # Most requests have nothing to clean, and the listener has said so already.
             clean_request_headers(headers, runtime.reserved_headers, runtime.drop_underscores)
         request_id = request_id_for(headers)
@@ -124,16 +126,16 @@ class GatewayResource(Resource):
         if method == b"CONNECT":
             # A gateway is no tunnel: CONNECT is refused whatever its target (SPEC 3).
             _refuse_method(request, method, DEFAULT_ALLOW)
-            return NOT_DONE_YET
+            return
         try:
             path = normalise_path(_origin_path(request.path))
         except BadPath as problem:
             send_error(request, 400, str(problem))
-            return NOT_DONE_YET
+            return
         route = runtime.routes.match(path)
         if route is None:
             send_error(request, 404, "no route for this path")
-            return NOT_DONE_YET
+            return
         upstream_path = strip(route.prefix, path) if route.strip_prefix else path
         uri = request.uri
         query = uri.find(b"?")
@@ -152,20 +154,19 @@ class GatewayResource(Resource):
             peer,
             client,
             request_id,
-            getattr(request, "body", None),
+            request.body,
         )
         request.exchange = exchange
         if not route.allows(method):
             # Counted under the route whose prefix matched (the exchange says which).
             _refuse_method(request, method, route.allow)
-            return NOT_DONE_YET
+            return
         d = route.handler(exchange)
         d.addCallback(_send, request)
         d.addErrback(_failed, request)
-        return NOT_DONE_YET
 
 
-def _refuse_method(request, method: bytes, allow: bytes) -> None:
+def _refuse_method(request: IGatewayRequest, method: bytes, allow: bytes) -> None:
     send_error(
         request,
         405,

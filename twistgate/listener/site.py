@@ -2,9 +2,9 @@
 The public listener's factory: settings, requests in flight, observers and drain.
 
 Each client connection is a L{twistgate.listener.connection.ServerConnection}, each request a
-L{twistgate.listener.request.GatewayRequest}; the site hands every request to its root resource (the
-router) as soon as its head is whole, counts it until its answer is complete or its client has
-gone, then tells its observers (metrics, the access log).
+L{twistgate.listener.request.GatewayRequest}; the site hands every request to its handler (the
+router, an L{IRequestHandler}) as soon as its head is whole, counts it until its answer is complete
+or its client has gone, then tells its observers (metrics, the access log).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.web.resource import IResource
 
 from twistgate.listener.connection import ServerConnection
+from twistgate.listener.interfaces import IRequestHandler
 from twistgate.listener.request import GatewayRequest
 from twistgate.respond import send_error
 
@@ -30,7 +30,7 @@ class GatewaySite(Factory):
 
     def __init__(
         self,
-        resource: IResource,
+        resource: IRequestHandler,
         reactor: IReactorTime,
         max_body: int,
         header_timeout: float,
@@ -51,17 +51,17 @@ class GatewaySite(Factory):
         self._drained: list[Deferred[None]] = []
 
     def request_started(self, request: GatewayRequest) -> None:
-        """A request's head has arrived: the root resource takes it from here."""
+        """A request's head has arrived: the handler takes it from here."""
         self.in_flight += 1
         request.started = self.clock.seconds()
         try:
-            self.resource.render(request)
+            self.resource.handle(request)
         except Exception:
             log.failure("request {uri} failed inside the gateway", uri=request.uri)
             if not request.startedWriting:
                 send_error(request, 500, "the gateway failed to handle this request")
             else:
-                request.channel.transport.abortConnection()
+                request.abort()
 
     def request_ended(self, request: GatewayRequest) -> None:
         """C{request} has been answered (or its client has gone): tell the observers."""
