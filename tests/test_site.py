@@ -186,3 +186,25 @@ def test_a_channel_asks_the_transport_for_its_addresses_once():
         assert request.isSecure() is False
         request.finish()
     assert len(resource.requests) == 3 and len(calls) == 2  # once each
+
+
+class WritesThenRaises:
+    """A handler that starts an answer, then fails: the site can only cut the connection."""
+
+    def handle(self, request):
+        request.write(b"partial")
+        raise RuntimeError("boom")
+
+
+def test_a_handler_that_raises_after_the_answer_started_gets_its_connection_cut():
+    site = GatewaySite(WritesThenRaises(), MemoryReactorClock(), max_body=100,
+                       header_timeout=10, idle_timeout=60)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    aborted = []
+    transport = StringTransport()
+    transport.abortConnection = lambda: aborted.append(True)
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"500" not in transport.value()
+    assert aborted == [True]
