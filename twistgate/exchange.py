@@ -21,8 +21,8 @@ class Exchange:
     """
     One client request on its way through the gateway.
 
-    @ivar request: the client's request (a L{twistgate.listener.request.GatewayRequest}, which
-        offers the part of twisted.web's request interface the gateway uses).
+    @ivar request: the client's request, an
+        L{twistgate.listener.interfaces.IGatewayRequest}: use its declared members only.
     @ivar route: the runtime route that matched (see runtime.py).
     @ivar method: the request method, upper-case bytes.
     @ivar path: the normalised path the client asked for.
