@@ -4,15 +4,25 @@ an upstream) and a L{Reply} (the answer on its way back to the client).
 
 Filters read and change these; the router creates the exchange, the proxy turns it into an
 upstream request, and the responder (respond.py) writes the reply to the client.
+
+A streamed reply body (L{IReplyBody}) that nobody will read must still be let go of, or it holds
+an upstream connection: L{drain_body} reads it to its end (the connection is kept),
+L{abort_body} stops it at once (the connection is closed). The responder, the cache, the health
+checks and plugins use these two rather than protocols of their own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.web.http import RESPONSES, datetimeToString
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import RESPONSES, PotentialDataLoss, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
+from zope.interface import Interface
 
 from twistgate.errors import error_body
 
@@ -119,3 +129,70 @@ class Reply:
         for name, value in (extra_headers or {}).items():
             headers.setRawHeaders(name, [value])
         return cls(status, RESPONSES.get(status, b"Error"), headers, body, from_gateway=True)
+
+
+class IReplyBody(Interface):
+    """
+    A streamed L{Reply} body: twisted.web's client response, the gateway's upstream response,
+    a cache reader, or a plugin's own object with this one method.
+    """
+
+    def deliverBody(protocol: Protocol) -> None:
+        """
+        Stream the body to C{protocol}, once: C{makeConnection} with a push producer as its
+        transport (C{pauseProducing}, C{resumeProducing}, C{stopProducing}), C{dataReceived}
+        per chunk, then C{connectionLost} with L{ResponseDone} at a clean end (or
+        L{PotentialDataLoss} when the end was the connection's close), any other reason when
+        the body broke.
+        """
+
+
+def drain_body(body: Any) -> Deferred[None]:
+    """
+    Read C{body} (an L{IReplyBody}, or C{bytes}: nothing to do) to its end and drop it, so that
+    its upstream connection is kept for another request.
+
+    @return: a Deferred that fires with None at a clean end and fails with the reason when the
+        body broke; cancelling it stops the body (a body that never ends must not hold its
+        connection).
+    """
+    if isinstance(body, bytes):
+        return succeed(None)
+    drain = _Drain()
+
+    def cancel(_: Deferred[None]) -> None:
+        if drain.transport is not None:
+            drain.transport.stopProducing()
+
+    drain.finished = Deferred(cancel)
+    body.deliverBody(drain)
+    return drain.finished
+
+
+def abort_body(body: Any) -> None:
+    """
+    Stop C{body} (an L{IReplyBody}, or C{bytes}: nothing to do) at once, unread: its upstream
+    connection is closed (a cache reader is detached from the others).
+    """
+    if not isinstance(body, bytes):
+        body.deliverBody(_Abort())
+
+
+class _Drain(Protocol):
+    finished: Deferred[None]
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished.called:  # cancelled: the end that follows the stop is nobody's news
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            self.finished.errback(reason)
+
+
+class _Abort(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()

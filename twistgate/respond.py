@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
 
-from twistgate.exchange import Reply
+from twistgate.exchange import Reply, abort_body
 from twistgate.headers import HOP_BY_HOP, copy_end_to_end
 from twistgate.listener.interfaces import IGatewayRequest
 
@@ -60,13 +60,7 @@ def send_error(
 
 def _discard(reply: Reply) -> None:
     """The client is gone: close what would have streamed to it."""
-    if not isinstance(reply.body, bytes):
-        reply.body.deliverBody(_Discard())
-
-
-class _Discard(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
+    abort_body(reply.body)
 
 
 class BodyRelay(Protocol):

@@ -9,7 +9,7 @@ import sys
 import pytest_twisted
 import treq
 
-from tests.integration.harness import ROOT, Gateway, environment
+from tests.integration.harness import ROOT, Gateway, environment, twistd_command
 
 EXAMPLE = ROOT / "examples" / "plugins" / "twistgate" / "plugins" / "static_headers.py"
 
@@ -67,3 +67,49 @@ def test_check_finds_the_plugin_and_reports_its_problems(tmp_path):
         f"{config}: [filter:tag] colour: unknown key",
         f"{config}: [filter:tag] request: expected 'Name: value', got 'nonsense'",
     ]
+
+
+def broken_plugin_directory(tmp_path):
+    """A directory with twistgate/plugins/broken_thing.py, which imports a missing module."""
+    root = tmp_path / "broken"
+    (root / "twistgate" / "plugins").mkdir(parents=True)
+    (root / "twistgate" / "plugins" / "broken_thing.py").write_text(
+        "import no_such_module_anywhere\n"
+    )
+    return root
+
+
+BROKEN_LINE = (
+    "{config}: [filter:x] use: the plugin module 'twistgate.plugins.broken_thing' failed to "
+    "import: ModuleNotFoundError: No module named 'no_such_module_anywhere'"
+)
+
+
+def test_check_names_a_plugin_module_that_failed_to_import(tmp_path):
+    site = broken_plugin_directory(tmp_path)
+    config = tmp_path / "gw.ini"
+    config.write_text("[filter:x]\nuse = thing\n")
+    result = subprocess.run([sys.executable, "-m", "twistgate", "check", str(config)],
+                            capture_output=True, text=True, env=environment(site), cwd=ROOT)
+    assert result.returncode == 1
+    # (before them, twisted.plugin's own "Unhandled Error" traceback of the failed import)
+    problems = [line for line in result.stderr.splitlines() if line.startswith(f"{config}: ")]
+    assert problems == [
+        f"{config}: [filter:x] use: unknown filter 'thing'",
+        BROKEN_LINE.format(config=config),
+    ]
+
+
+def test_start_up_names_a_plugin_module_that_failed_to_import(tmp_path):
+    site = broken_plugin_directory(tmp_path)
+    config = tmp_path / "gw.ini"
+    config.write_text(
+        "[gateway]\nlisten = tcp:0\n[filter:x]\nuse = thing\n"
+        "[route:a]\nprefix = /\nupstream = http://127.0.0.1:1\nfilters = x\n"
+    )
+    result = subprocess.run(twistd_command(config), capture_output=True, text=True,
+                            env=environment(site), cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    unknown = lines.index(f"{config}: [filter:x] use: unknown filter 'thing'")
+    assert lines[unknown + 1] == BROKEN_LINE.format(config=config)

@@ -332,6 +332,11 @@ class _SectionChecks:
         factory = self.factories.get(use)
         if factory is None:
             s.problem("use", f"unknown filter '{use}'" + _suggest(use, self.factories))
+            # The filter may live in a plugin module that failed to import: name it and why.
+            from twistgate.plugins import import_failures
+
+            for module, error in sorted(import_failures().items()):
+                s.problem("use", f"the plugin module '{module}' failed to import: {error}")
             return None
         settings_keys = {k: v for k, v in s.values.items() if k != "use"}
         try:

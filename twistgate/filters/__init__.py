@@ -14,8 +14,9 @@ L{twistgate.plugins} package, by their L{IFilterFactory} (docs/plugins.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from inspect import isawaitable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from zope.interface import Attribute, Interface
 
 from twistgate.exchange import Exchange, Reply
@@ -37,10 +38,11 @@ class IFilter(Interface):
         """
         Handle one request: answer it with a L{Reply} of its own (for example
         L{Reply.error}), or call C{next(exchange)} and return (a Deferred of) what it returns,
-        possibly changed. C{exchange.headers} may be changed before calling C{next}: they are
-        what the upstream receives. C{exchange.context} carries what later filters may use (the
-        jwt filter puts the verified claims under C{"claims"} and the subject under
-        C{"subject"}).
+        possibly changed. The result may be a L{Reply}, a Deferred of one, or a coroutine (so
+        C{async def handle} works, awaiting C{next(exchange)}); the chain wraps it once.
+        C{exchange.headers} may be changed before calling C{next}: they are what the upstream
+        receives. C{exchange.context} carries what later filters may use (the jwt filter puts
+        the verified claims under C{"claims"} and the subject under C{"subject"}).
         """
 
 
@@ -113,9 +115,28 @@ def _link(current: IFilter, rest: Next) -> Next:
     handle = current.handle
 
     def run(exchange: Exchange) -> Deferred[Reply]:
-        return handle(exchange, rest)
+        result = handle(exchange, rest)
+        # The built-in filters return Deferreds: they pay one isinstance check and no wrapping.
+        if isinstance(result, Deferred):
+            return result
+        return _as_deferred(result)
 
     return run
+
+
+def _as_deferred(result: object) -> Deferred[Reply]:
+    """A third-party filter's L{Reply} or coroutine (or other awaitable) as a Deferred."""
+    if isinstance(result, Reply):
+        return succeed(result)
+    if isawaitable(result):
+        return ensureDeferred(result)
+    # Failed, not raised: the router answers a failed chain with a 500 and logs why.
+    return fail(
+        TypeError(
+            f"a filter's handle returned {type(result).__name__}: it must return a Reply, a "
+            "Deferred or a coroutine"
+        )
+    )
 
 
 def filter_factories() -> Mapping[str, IFilterFactory]:

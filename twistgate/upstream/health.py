@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+
+from twistgate.exchange import drain_body
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -35,38 +34,6 @@ log = Logger()
 Probe = Callable[["TargetState", str], "Deferred[bool]"]
 
 _PROBE_HEADERS = Headers({b"User-Agent": [b"twistgate-health-check"]})
-
-
-class _Discard(Protocol):
-    """Reads a probe's response body to its end and drops it: health bodies are not kept."""
-
-    def __init__(self, finished: Deferred[None]) -> None:
-        self.finished = finished
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(None)
-        else:
-            self.finished.errback(reason)
-
-
-def _discard_body(response: IResponse) -> Deferred[None]:
-    """Fires when the body has been read, so the connection is left clean for reuse."""
-    protocol: _Discard
-
-    def cancel(d: Deferred[None]) -> None:
-        # a timed-out probe must not leave a connection open on a body that never ends
-        transport = protocol.transport
-        if transport is not None:
-            transport.stopProducing()
-
-    finished: Deferred[None] = defer.Deferred(cancel)
-    protocol = _Discard(finished)
-    response.deliverBody(protocol)
-    return finished
 
 
 def http_probe(agent: IAgent, clock: IReactorTime, timeout: float) -> Probe:
@@ -90,7 +57,8 @@ def http_probe(agent: IAgent, clock: IReactorTime, timeout: float) -> Probe:
                 log.debug(
                     "health check of {target} answered {code}", target=url, code=response.code
                 )
-            return _discard_body(response).addCallback(lambda _: passed)
+            # read to the end, so the connection is left clean for reuse
+            return drain_body(response).addCallback(lambda _: passed)
 
         def failed(failure: Failure) -> bool:
             log.debug(

@@ -30,14 +30,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from twistgate.exchange import Exchange, Reply
+from twistgate.exchange import Exchange, Reply, drain_body
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
 from twistgate.filters.cache import keys
 from twistgate.filters.cache.body import BodyTee, TeeBody
@@ -556,20 +555,14 @@ def _content_length(headers: Headers) -> int | None:
         return None
 
 
-class _Drain(Protocol):
-    """Reads a body nobody will see to its end, so that the upstream connection is kept."""
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-
 def _discard(reply: Reply) -> None:
     """Let go of a reply's body: a tee reader is detached, an upstream body drained."""
     body = reply.body
     if isinstance(body, TeeBody):
         body.stopProducing()
-    elif not isinstance(body, bytes):
-        body.deliverBody(_Drain())
+    else:
+        # Nobody waits for the end: a body that breaks is the connection's business, not ours.
+        drain_body(body).addErrback(lambda failure: None)
 
 
 @implementer(IPlugin, IFilterFactory)
