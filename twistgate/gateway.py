@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twistgate.accesslog import AccessLog
 from twistgate.config import ConfigError, GatewayConfig
 from twistgate.filters import IFilterFactory
+from twistgate.http._twisted import clear_exit_signal
 from twistgate.listener.site import GatewaySite
 from twistgate.router import GatewayResource
 from twistgate.runtime import build_runtime
@@ -245,8 +246,7 @@ class Gateway(MultiService):
             self.access_log.close()
         # twistd re-raises the signal that stopped the reactor once it has run down, so that the
         # process dies "killed by SIGTERM"; SPEC 1 asks for exit status 0 after a drain instead.
-        if getattr(self.reactor, "_exitSignal", None) is not None:
-            self.reactor._exitSignal = None
+        clear_exit_signal(self.reactor)
 
     def _drain_timed_out(self, failure) -> None:
         log.warn("drain_timeout reached with {count} request(s) still in flight",

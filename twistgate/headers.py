@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 from twisted.web.http_headers import Headers
 
+from twistgate.http._twisted import raw_table
+
 #: Lower-cased names of the headers that are never forwarded (SPEC 3).
 HOP_BY_HOP = frozenset(
     [
@@ -107,15 +109,15 @@ def copy_end_to_end(source: Headers, target: Headers, drop: frozenset[bytes]) ->
     @param drop: lower-cased names to leave out besides the hop-by-hop ones; include
         L{HOP_BY_HOP} in it (callers keep the union as a constant).
 
-    Values parsed by twisted.web are already clean, so on the hot path they go straight into
-    C{target}'s table (the same one C{setRawHeaders} fills, in Twisted 25.5 and 26 alike)
-    instead of being validated again one by one.
+    Values parsed by the gateway are already clean, so on the hot path they go straight into
+    C{target}'s table (L{twistgate.http._twisted.raw_table}) instead of being validated again
+    one by one.
     """
     named = connection_named(source)
     if named:
         drop = drop | named
-    raw = getattr(target, "_rawHeaders", None)
-    if type(raw) is not dict:
+    raw = raw_table(target)
+    if raw is None:
         for name, values in source.getAllRawHeaders():
             if name.lower() not in drop:
                 target.setRawHeaders(name, values)

@@ -7,7 +7,9 @@ writability (an C{epoll_ctl} call), sends on the next turn of the loop and unreg
 C{epoll_ctl}). A proxy writes once per request on each leg (the upstream request head, the client's
 answer), and those two system calls and the extra turn were a tenth of its time. L{write_now}
 sends at once when nothing is queued before it, and leaves to Twisted whatever the socket does not
-take (and every error): the order of bytes and Twisted's own flow control are kept.
+take (and every error): the order of bytes and Twisted's own flow control are kept. Both reach
+into a TCP transport's private attributes, so they live in L{twistgate.http._twisted}, with the
+check that lets them do so; this module names them for the gateway.
 
 Twisted reads with C{recv(65536)}. PyPy allocates the whole buffer asked for on every call, and at
 two reads per proxied request that allocation and the garbage collection it brings were a fifth of
@@ -17,12 +19,11 @@ reads. CPython is indifferent to it.
 
 from __future__ import annotations
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
 
-#: The transports whose socket L{write_now} may send on: Twisted's plain TCP connections (not
-#: TLS, whose bytes must go through the TLS layer, nor test fakes).
-_PLAIN_TCP = (tcp.Server, tcp.Client)
+from twistgate.http._twisted import set_read_size, write_now
+
+__all__ = ["READ_SIZE", "tune_reads", "write_now"]
 
 #: Bytes asked for by each read of a gateway connection.
 READ_SIZE = 16 * 1024
@@ -30,26 +31,5 @@ READ_SIZE = 16 * 1024
 
 def tune_reads(transport: ITransport) -> None:
     """Make C{transport} read L{READ_SIZE} bytes at a time, if it is a plain TCP connection."""
-    if type(transport) in _PLAIN_TCP:
-        transport.bufferSize = READ_SIZE
+    set_read_size(transport, READ_SIZE)
 
-
-def write_now(transport: ITransport, data: bytes) -> None:
-    """Write C{data} to C{transport}, sending it at once when the transport allows."""
-    if (
-        type(transport) in _PLAIN_TCP
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._tempDataBuffer
-        and transport.offset == len(transport.dataBuffer)
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            # Full (EAGAIN), interrupted or broken: Twisted's write path handles each.
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)

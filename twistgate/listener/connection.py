@@ -28,18 +28,17 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import ParseError
 from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Reply
 from twistgate.headers import new_request_id, request_id_for
+from twistgate.http._twisted import ParseError, headers_from_table
 from twistgate.http.chunked import ChunkedDecoder, ChunkError
 from twistgate.http.sockets import tune_reads
 from twistgate.listener.body import BodyAbandoned, StreamingBody
 from twistgate.listener.request import GatewayRequest
 from twistgate.respond import send_error
 from twistgate.upstream.http1.response import (
-    _HEADERS_TABLE,
     _TOKEN,
     _content_length,
     _head_end,
@@ -297,11 +296,7 @@ class ServerConnection(Protocol):
             except ParseError:
                 raise BadRequest(400, "the Content-Length is invalid") from None
 
-        if _HEADERS_TABLE:
-            headers = Headers()
-            headers._rawHeaders = table
-        else:
-            headers = Headers(table)
+        headers = headers_from_table(table)
 
         if length == 0:
             body = None

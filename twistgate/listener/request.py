@@ -25,10 +25,10 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from twistgate.headers import HOP_BY_HOP, connection_named
+from twistgate.http._twisted import read_table
 from twistgate.http.sockets import write_now
 from twistgate.listener.body import BodyAbandoned
 from twistgate.listener.interfaces import IGatewayRequest
-from twistgate.upstream.http1.response import _HEADERS_TABLE
 
 if TYPE_CHECKING:
     from twistgate.listener.body import StreamingBody
@@ -273,7 +273,7 @@ class GatewayRequest:
         channel = self.channel
         code = self.code
         headers = self.responseHeaders
-        raw = headers._rawHeaders if _HEADERS_TABLE else dict(headers.getAllRawHeaders())
+        raw = read_table(headers)
         lengths = raw.get(b"Content-Length")
         connection = raw.get(b"Connection")
         if connection is not None and b"close" in b",".join(connection).lower():

@@ -16,7 +16,6 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import ParseError
 from twisted.web.client import (
     RequestNotSent,
     RequestTransmissionFailed,
@@ -27,10 +26,10 @@ from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Exchange, Reply
 from twistgate.headers import HOP_BY_HOP, TrustedProxies, copy_end_to_end, remove_hop_by_hop
+from twistgate.http._twisted import ParseError, raw_table
 from twistgate.listener.body import BodyAbandoned
 from twistgate.listener.request import when_client_gone
 from twistgate.upstream.deadlines import Deadlines
-from twistgate.upstream.http1.response import _HEADERS_TABLE
 
 log = Logger()
 
@@ -85,7 +84,7 @@ class Forwarder:
         copy_end_to_end(incoming, headers, _SET_BY_GATEWAY)
         # Every value below comes from the client's parsed head or from the gateway, so it is
         # already free of line breaks: on the hot path it goes straight into the table.
-        table = headers._rawHeaders if _HEADERS_TABLE else None
+        table = raw_table(headers)
         set_header = table.__setitem__ if table is not None else headers.setRawHeaders
         peer = exchange.peer
         trusted = self._trusted.trusts(peer)

@@ -42,7 +42,6 @@ from twistgate.filters.cache import keys
 from twistgate.filters.cache.body import BodyTee, TeeBody
 from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
 from twistgate.filters.cache.entry import (
-    FAST_HEADERS,
     answer,
     canonical,
     describe,
@@ -57,6 +56,7 @@ from twistgate.filters.cache.freshness import may_reuse, may_serve_stale_on_erro
 from twistgate.filters.cache.settings import CacheSettings, validate_settings
 from twistgate.filters.cache.validation import is_304_for
 from twistgate.filters.cache.vary import select_variant, selecting_values
+from twistgate.http._twisted import raw_table
 from twistgate.stores.responses import (
     IResponseStore,
     ISynchronousResponseStore,
@@ -157,7 +157,8 @@ class Cache:
         headers = exchange.headers
         get = headers.getRawHeaders
         context = exchange.context
-        if FAST_HEADERS and _RARE_FIELDS.isdisjoint(headers._rawHeaders):
+        table = raw_table(headers)
+        if table is not None and _RARE_FIELDS.isdisjoint(table):
             # The common request, told by one set operation: no directives, no conditions,
             # no credentials of its own, no Range, no forwarded origin.
             request = _Request(exchange, next, keys.url(exchange), keys.plain_origin(exchange, get),

@@ -12,15 +12,13 @@ back to its pool once the response is whole.
 from __future__ import annotations
 
 from twisted.python.failure import Failure
-from twisted.web._newclient import BadResponseVersion, ParseError
 from twisted.web.client import ResponseFailed
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from twistgate.http._twisted import BadResponseVersion, ParseError, headers_from_table
 from twistgate.http.chunked import ChunkedDecoder, ChunkError
 from twistgate.upstream.http1.response import (
     _CONNECTION_CONTROL,
-    _HEADERS_TABLE,
     _HTTP10,
     _HTTP11,
     _RESPONSE_DONE,
@@ -182,11 +180,7 @@ class _ResponseReader:
                 chunked = True
             else:
                 chunked = _pass_on_codings(table, codings)
-        if _HEADERS_TABLE:
-            headers = Headers()
-            headers._rawHeaders = table
-        else:
-            headers = Headers(table)
+        headers = headers_from_table(table)
 
         keep_alive = version is _HTTP11 and (connection is None or not _says_close(connection))
         if no_body:

@@ -17,11 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import WrongBodyLength
 from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 
+from twistgate.http._twisted import WrongBodyLength
 from twistgate.http.sockets import write_now
 from twistgate.upstream.http1.reader import _HEAD
 

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web._newclient import ParseError
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
+
+from twistgate.http._twisted import ParseError, headers_from_table
 
 if TYPE_CHECKING:
     from twistgate.upstream.http1.connection import HTTP1Connection
@@ -65,10 +66,6 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Received header name -> (the name as twisted's L{Headers} stores it, lower-cased name).
 _names: dict[bytes, tuple[bytes, bytes]] = {}
 _MAX_NAMES = 10_000
-
-# Whether Headers keeps its table in the C{_rawHeaders} dict (Twisted 25.5 and 26 do): a parsed
-# response's table is then handed over whole instead of being re-validated value by value.
-_HEADERS_TABLE = type(getattr(Headers(), "_rawHeaders", None)) is dict
 
 #: How every complete body ends. One Failure for all, as Twisted's own C{connectionDone}: making
 #: one per response costs more than the rest of the response's bookkeeping.
@@ -191,11 +188,7 @@ def _interim_headers(lines: list[bytes]) -> Headers:
         table.setdefault(stored, []).append(value)
     if connection:
         _drop_connection_named(table, connection)
-    if _HEADERS_TABLE:
-        headers = Headers()
-        headers._rawHeaders = table
-        return headers
-    return Headers(table)
+    return headers_from_table(table)
 
 
 def _pass_on_codings(table: dict[bytes, list[bytes]], values: list[bytes]) -> bool:
