@@ -193,12 +193,11 @@ def _listen(answer):
     resource = type("Root", (), {})()
     resource.requests = []
 
-    def render(request):
+    def handle(request):
         resource.requests.append(request)
         answer(request)
-        return 1
 
-    resource.render = render
+    resource.handle = handle
     site = GatewaySite(resource, MemoryReactorClock(), max_body=1000, header_timeout=10.0,
                        idle_timeout=60.0)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
