@@ -48,7 +48,7 @@ from twistgate.upstream.http1.response import (
 from twistgate.upstream.http1.response import _lines as _head_lines
 
 if TYPE_CHECKING:
-    from twistgate.listener.site import GatewaySite
+    from twistgate.listener.interfaces import ListenerSettings
 
 log = Logger()
 
@@ -90,7 +90,7 @@ class ServerConnection(Protocol):
     @ivar request: the request being answered, or L{None} between requests.
     """
 
-    factory: GatewaySite
+    factory: ListenerSettings
     persistent = True
     request: GatewayRequest | None = None
     _state = _HEAD

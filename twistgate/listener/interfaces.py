@@ -14,7 +14,12 @@ router): it answers through the request, now or later, and returns nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Protocol
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
 
 
 class IGatewayRequest(Interface):
@@ -127,3 +132,48 @@ class IRequestHandler(Interface):
         nothing; an exception raised here is answered by the site with a 500 (or, if the answer
         has started, by cutting the connection).
         """
+
+
+# What the listener's own parts ask of each other, as typing protocols: a request of the
+# connection it arrived on, a connection of its site. Naming them here keeps the listener's modules
+# free of import cycles (tests/test_import_graph.py).
+
+
+class Channel(Protocol):
+    """What a request asks of the client connection it arrived on."""
+
+    transport: ITransport
+    persistent: bool
+    factory: Any
+
+    def peer(self) -> IAddress:
+        """The client's address."""
+
+    def host(self) -> IAddress:
+        """The listener's address."""
+
+    def secure(self) -> bool:
+        """Whether the connection is TLS."""
+
+    def body_pending(self) -> bool:
+        """Whether the request's body is still arriving."""
+
+    def request_finished(self, request: Any) -> None:
+        """The request's answer has been written whole."""
+
+
+class ListenerSettings(Protocol):
+    """What a client connection asks of its site: its limits, its clock, and the bookkeeping."""
+
+    clock: IReactorTime
+    max_body: int
+    header_timeout: float
+    idle_timeout: float
+    draining: bool
+    channels: set
+
+    def request_started(self, request: Any) -> None:
+        """A request's head has arrived."""
+
+    def request_ended(self, request: Any) -> None:
+        """A request has been answered, or its client has gone."""

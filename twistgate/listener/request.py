@@ -32,7 +32,7 @@ from twistgate.listener.interfaces import IGatewayRequest
 
 if TYPE_CHECKING:
     from twistgate.listener.body import StreamingBody
-    from twistgate.listener.connection import ServerConnection
+    from twistgate.listener.interfaces import Channel
 
 #: Status codes whose answers never have a body (RFC 9110 §6.4.1).
 _NO_BODY_CODES = frozenset([204, 304])
@@ -81,7 +81,7 @@ class GatewayRequest:
 
     def __init__(
         self,
-        channel: ServerConnection,
+        channel: Channel,
         method: bytes,
         uri: bytes,
         clientproto: bytes,

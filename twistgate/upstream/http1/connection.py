@@ -31,7 +31,7 @@ from twistgate.upstream.http1.reader import _IDLE, _UNTIL_CLOSE, _ResponseReader
 from twistgate.upstream.http1.request import _Call, _RequestWriter
 
 if TYPE_CHECKING:
-    from twistgate.upstream.http1.pool import ConnectionPool
+    from twistgate.upstream.http1.interfaces import Connections
     from twistgate.upstream.http1.response import Response
 
 
@@ -53,7 +53,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
     @ivar idle_since: when the connection last went back to its pool (by the reactor's clock).
     """
 
-    def __init__(self, pool: ConnectionPool):
+    def __init__(self, pool: Connections):
         self._pool = pool
         self.idle_since = 0.0
         self._call: _Call | None = None
@@ -98,7 +98,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         elif call is not None:
             call.failed(reason)
 
-    def _abort_call(self, call: _Call) -> None:
+    def abort_call(self, call: _Call) -> None:
         """The request was cancelled before its response came: abort, never reuse."""
         if self._call is not call:
             return
@@ -107,7 +107,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         self._aborted = True
         self.transport.abortConnection()
 
-    def _abort_response(self, response: Response) -> None:
+    def abort_response(self, response: Response) -> None:
         """
         The body's reader stopped it: abort the connection. The reader hears the end from
         L{connectionLost}, as with twisted.web's client.
@@ -123,7 +123,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
         call = self._call
         timeout = call.read_timeout if call is not None else None
         if timeout:
-            self._stall_timer = self._pool._reactor.callLater(timeout, self._check_stall)
+            self._stall_timer = self._pool.reactor.callLater(timeout, self._check_stall)
 
     def _check_stall(self) -> None:
         self._stall_timer = None
@@ -153,7 +153,7 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
             waiter.callback(None)
         call = self._call
         if call is None:
-            self._pool._forget(self)
+            self._pool.forget(self)
             return
         response = self._response
         sending_body = self._sending_body
@@ -174,25 +174,25 @@ class HTTP1Connection(_RequestWriter, _ResponseReader, Protocol):
 
     # Flow control: the transport is paused while the reader is or while too much is held.
 
-    def _pause_reader(self) -> None:
+    def pause_reading(self) -> None:
         if not self._reader_paused:
             self._reader_paused = True
             if not self._held_paused:
                 self.transport.pauseProducing()
 
-    def _resume_reader(self) -> None:
+    def resume_reading(self) -> None:
         if self._reader_paused:
             self._reader_paused = False
             if not self._held_paused:
                 self.transport.resumeProducing()
 
-    def _pause_held(self) -> None:
+    def hold(self) -> None:
         if not self._held_paused:
             self._held_paused = True
             if not self._reader_paused:
                 self.transport.pauseProducing()
 
-    def _unpause_held(self) -> None:
+    def unhold(self) -> None:
         if self._held_paused:
             self._held_paused = False
             if not self._reader_paused:

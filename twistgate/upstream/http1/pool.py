@@ -53,7 +53,7 @@ class ConnectionPool:
         max_idle: int = 64,
         idle_timeout: float = 50.0,
     ):
-        self._reactor = reactor
+        self.reactor = reactor
         self._endpoint = endpoint
         self._factory = _ConnectionFactory(self)
         self.max_idle = max_idle
@@ -101,7 +101,7 @@ class ConnectionPool:
         closing = DeferredList([connection.close() for connection in idle])
         return closing.addCallback(lambda _: None)
 
-    def _connect(self) -> Deferred[HTTP1Connection]:
+    def connect(self) -> Deferred[HTTP1Connection]:
         return self._endpoint.connect(self._factory)
 
     def _checkout(self) -> HTTP1Connection | None:
@@ -109,7 +109,7 @@ class ConnectionPool:
         if not idle:
             return None
         connection = idle.pop()
-        if self._reactor.seconds() - connection.idle_since < self.idle_timeout:
+        if self.reactor.seconds() - connection.idle_since < self.idle_timeout:
             return connection
         # The sweep is late (a busy reactor): this one and every older one have expired.
         connection.close()
@@ -117,17 +117,17 @@ class ConnectionPool:
             idle.pop().close()
         return None
 
-    def _release(self, connection: HTTP1Connection) -> None:
+    def release(self, connection: HTTP1Connection) -> None:
         """A connection finished its request cleanly and may carry another."""
         if self._closed or len(self._idle) >= self.max_idle:
             connection.close()
             return
-        connection.idle_since = self._reactor.seconds()
+        connection.idle_since = self.reactor.seconds()
         self._idle.append(connection)
         if self._sweep is None:
-            self._sweep = self._reactor.callLater(self.idle_timeout, self._expire)
+            self._sweep = self.reactor.callLater(self.idle_timeout, self._expire)
 
-    def _forget(self, connection: HTTP1Connection) -> None:
+    def forget(self, connection: HTTP1Connection) -> None:
         """An idle connection was closed (by the target, or by us)."""
         try:
             self._idle.remove(connection)
@@ -136,10 +136,10 @@ class ConnectionPool:
 
     def _expire(self) -> None:
         self._sweep = None
-        now = self._reactor.seconds()
+        now = self.reactor.seconds()
         idle = self._idle
         while idle and now - idle[0].idle_since >= self.idle_timeout:
             idle.popleft().close()
         if idle:
             wait = idle[0].idle_since + self.idle_timeout - now
-            self._sweep = self._reactor.callLater(wait, self._expire)
+            self._sweep = self.reactor.callLater(wait, self._expire)

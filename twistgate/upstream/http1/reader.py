@@ -52,7 +52,7 @@ class _ResponseReader:
         if call is None or self._aborted:
             if not self._aborted:
                 # Bytes nobody asked for: the connection can no longer be trusted.
-                self._pool._forget(self)
+                self._pool.forget(self)
                 self.transport.abortConnection()
             return
         self._any_byte = True
@@ -274,7 +274,7 @@ class _ResponseReader:
             self._reader_paused = self._held_paused = False
             self.transport.resumeProducing()
         if reusable:
-            self._pool._release(self)
+            self._pool.release(self)
         else:
             self.transport.loseConnection()
         if response is not None:

@@ -26,8 +26,7 @@ from twistgate.http.sockets import write_now
 from twistgate.upstream.http1.reader import _HEAD
 
 if TYPE_CHECKING:
-    from twistgate.upstream.http1.connection import HTTP1Connection
-    from twistgate.upstream.http1.pool import ConnectionPool
+    from twistgate.upstream.http1.interfaces import Carrier, Connections
     from twistgate.upstream.http1.response import Response
 
 log = Logger()
@@ -69,7 +68,7 @@ class _Call:
 
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: Connections,
         method: bytes,
         path: bytes,
         headers: Headers,
@@ -87,23 +86,23 @@ class _Call:
         #: Seconds the response body may bring no byte before it is cut (L{None}: no limit).
         self.read_timeout = read_timeout
         self.deferred: Deferred[Response] | None = Deferred(self._cancel)
-        self.connection: HTTP1Connection | None = None
-        self.connecting: Deferred[HTTP1Connection] | None = None
+        self.connection: Carrier | None = None
+        self.connecting: Deferred[Carrier] | None = None
         self.reused = False
         self.retried = False
         self.cancelled = False
 
-    def send_on(self, connection: HTTP1Connection, reused: bool) -> None:
+    def send_on(self, connection: Carrier, reused: bool) -> None:
         self.connection = connection
         self.reused = reused
         connection.send(self)
 
     def connect(self) -> None:
-        d = self.pool._connect()
+        d = self.pool.connect()
         self.connecting = d
         d.addCallbacks(self._connected, self._not_connected)
 
-    def _connected(self, connection: HTTP1Connection) -> None:
+    def _connected(self, connection: Carrier) -> None:
         self.connecting = None
         if self.cancelled:
             connection.close()
@@ -122,7 +121,7 @@ class _Call:
         if self.connecting is not None:
             self.connecting.cancel()
         elif self.connection is not None:
-            self.connection._abort_call(self)
+            self.connection.abort_call(self)
 
     # From the connection. Each of these lets go of the Deferred before firing it: the Deferred
     # holds this call (as its canceller), so the two would otherwise be left for the garbage

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from twistgate.http._twisted import ParseError, headers_from_table
 
 if TYPE_CHECKING:
-    from twistgate.upstream.http1.connection import HTTP1Connection
+    from twistgate.upstream.http1.interfaces import FlowControl
 
 #: The most bytes of a response head (status line and header lines) accepted.
 MAX_HEAD = 64 * 1024
@@ -251,7 +251,7 @@ class Response:
         phrase: bytes,
         headers: Headers,
         length: int | str,
-        connection: HTTP1Connection | None,
+        connection: FlowControl | None,
     ):
         self.version = version
         self.code = code
@@ -284,7 +284,7 @@ class Response:
                 protocol.dataReceived(data)
             connection = self._connection
             if connection is not None:
-                connection._unpause_held()
+                connection.unhold()
         end = self._end
         if end is not None:
             self._end = None
@@ -295,16 +295,16 @@ class Response:
 
     def pauseProducing(self) -> None:
         if self._connection is not None:
-            self._connection._pause_reader()
+            self._connection.pause_reading()
 
     def resumeProducing(self) -> None:
         if self._connection is not None:
-            self._connection._resume_reader()
+            self._connection.resume_reading()
 
     def stopProducing(self) -> None:
         """The reader gave up: the connection is aborted, and the body ends as failed."""
         if self._connection is not None:
-            self._connection._abort_response(self)
+            self._connection.abort_response(self)
 
     # From the connection.
 
@@ -319,7 +319,7 @@ class Response:
             self._held.append(data)
         self._held_bytes += len(data)
         if self._held_bytes > BUFFER_HIGH_WATER and self._connection is not None:
-            self._connection._pause_held()
+            self._connection.hold()
 
     def _finished(self, reason: Failure) -> None:
         """The body ended, with L{ResponseDone}, L{PotentialDataLoss} or a failure."""
