@@ -6,28 +6,34 @@ import math
 
 import pytest
 
-from twistgate.filters.cache.policy import (
+from twistgate.filters.cache.directives import (
     DELTA_SECONDS_MAX,
-    HEURISTIC_LIMIT,
     NO_REQUEST_DIRECTIVES,
+    parse_cache_control,
+    parse_delta_seconds,
+    request_policy,
+)
+from twistgate.filters.cache.freshness import (
+    HEURISTIC_LIMIT,
     corrected_initial_age,
     current_age,
     freshness_lifetime,
+    may_reuse,
+    may_serve_stale_on_error,
+    parse_http_date,
+)
+from twistgate.filters.cache.storability import not_storable_reason
+from twistgate.filters.cache.validation import (
     if_modified_since_passes,
     if_none_match_passes,
     is_304_for,
-    may_reuse,
-    may_serve_stale_on_error,
-    normalise_field,
-    not_storable_reason,
-    parse_cache_control,
-    parse_delta_seconds,
     parse_entity_tags,
-    parse_http_date,
-    request_policy,
+    updated_headers,
+)
+from twistgate.filters.cache.vary import (
+    normalise_field,
     select_variant,
     selecting_values,
-    updated_headers,
     vary_names,
 )
 

@@ -2,7 +2,7 @@
 What Cache-Control says: the directives of RFC 9111 §5.2, parsed, and a request's directives
 read into a L{RequestPolicy}.
 
-Part of the cache filter's rules (cache_policy.py gathers them). The other rules take directives
+Part of the cache filter's rules (filter.py lists them). The other rules take directives
 in the form given here: a dict of lower-cased name -> argument for a response's, and for a
 request's the L{RequestPolicy} that cache.py makes once per request. Parsing is lenient where
 the RFC asks for it (repeated and unknown directives) and reads a malformed argument on the safe

@@ -11,16 +11,19 @@ stored — and a storable answer is kept while it streams to the client. Concurr
 would send the same thing upstream share one upstream request, and the answer streams to all of
 them. Unsafe methods that succeed invalidate their URL and their Location / Content-Location.
 
-The modules around this one:
+The modules around this one, in this package:
 
-    cache_policy.py    the RFC 9111 rules, pure functions of fields and times; it gathers
-                       cache_directives, cache_freshness, cache_storability, cache_vary and
-                       cache_validation, one module per idea
-    cache_keys.py      the keys: URL, origin, subject; same-origin checks for invalidation
-    cache_entry.py     upstream responses into stored ones, stored ones into answers
-    cache_flights.py   the upstream requests in flight, and the requests that wait on them
-    cache_body.py      one upstream body read once for the store and every waiting client
-    cache_settings.py  the section's keys
+    directives.py    Cache-Control parsed (§5.2), a request's directives (§5.2.1)
+    freshness.py     HTTP-dates, ages and freshness lifetimes (§4.2), reuse (§4, §4.2.4)
+    storability.py   whether a response may be stored at all (§3, §3.5)
+    vary.py          which stored variant answers a request (§4.1)
+    validation.py    conditional requests and the 304s that answer them (§4.3, §3.2)
+                     (the RFC 9111 rules: pure functions of fields and times, one idea each)
+    keys.py          the keys: URL, origin, subject; same-origin checks for invalidation
+    entry.py         upstream responses into stored ones, stored ones into answers
+    flights.py       the upstream requests in flight, and the requests that wait on them
+    body.py          one upstream body read once for the store and every waiting client
+    settings.py      the section's keys
 
 docs/cache.md lists every rule, what this filter does with it, and the test that shows it.
 """
