@@ -69,7 +69,8 @@ class StoredResponse:
     @ivar response_time: when that response arrived.
     @ivar initial_age: RFC 9111 §4.2.3's C{corrected_initial_age}.
     @ivar lifetime: the freshness lifetime, in seconds (§4.2.1).
-    @ivar lifetime_source: where C{lifetime} came from (see L{twistgate.filters.cache.freshness.freshness_lifetime}).
+    @ivar lifetime_source: where C{lifetime} came from (see
+        L{twistgate.filters.cache.freshness.freshness_lifetime}).
     @ivar vary: the lower-cased field names of its C{Vary}, sorted.
     @ivar selected: the normalised values of those fields in the request that stored it.
     @ivar etag: its C{ETag} value, or None.
