@@ -20,6 +20,7 @@ from twisted.web.http_headers import Headers
 from twistgate.http._twisted import ParseError, Table
 
 __all__ = [
+    "FIELDS_OF_NOTE",
     "TOKEN",
     "content_length",
     "field_name",
@@ -36,9 +37,22 @@ TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _NAMES: dict[bytes, tuple[bytes, bytes]] = {}
 _MAX_NAMES = 10_000
 
-#: The lower-cased names whose values L{header_fields} reports besides filing them.
-_REPORTED = frozenset(
-    [b"content-length", b"transfer-encoding", b"connection", b"host", b"expect"]
+#: The lower-cased names of the fields either side frames a message or a connection by: the ones
+#: L{header_fields} reports (the first five) or may leave out of its table. Any other line costs
+#: the parser one look-up here.
+FIELDS_OF_NOTE = frozenset(
+    [
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"host",
+        b"expect",
+        b"keep-alive",
+        b"te",
+        b"trailers",
+        b"upgrade",
+        b"proxy-connection",
+    ]
 )
 
 _NOTHING: frozenset[bytes] = frozenset()
@@ -135,7 +149,8 @@ def header_fields(lines: list[bytes], leave_out: Container[bytes] = _NOTHING) ->
     The header lines of a head (C{lines} as L{head_lines} gives them, start line first) as the
     table L{twistgate.http._twisted.headers_from_table} takes, in one pass that also reports the
     framing fields: C{(table, lengths, codings, connection, hosts, expect, underscored)}, see
-    L{Fields}. Fields whose lower-cased name is in C{leave_out} are reported but not filed.
+    L{Fields}. Fields whose lower-cased name is in C{leave_out}, a subset of L{FIELDS_OF_NOTE},
+    are reported but not filed.
     L{ParseError} for a line without a colon or a name that is not a token.
     """
     table: Table = {}
@@ -151,7 +166,7 @@ def header_fields(lines: list[bytes], leave_out: Container[bytes] = _NOTHING) ->
         known = names.get(name)
         stored, lower = known if known is not None else field_name(name)
         value = value.strip(b" \t")
-        if lower in _REPORTED:
+        if lower in FIELDS_OF_NOTE:
             if lower == b"content-length":
                 lengths = [value] if lengths is None else lengths + [value]
             elif lower == b"transfer-encoding":
@@ -160,10 +175,10 @@ def header_fields(lines: list[bytes], leave_out: Container[bytes] = _NOTHING) ->
                 connection = [value] if connection is None else connection + [value]
             elif lower == b"host":
                 hosts = [value] if hosts is None else hosts + [value]
-            else:
+            elif lower == b"expect":
                 expect = value
-        if lower in leave_out:
-            continue
+            if lower in leave_out:
+                continue
         values = table.get(stored)
         if values is None:
             table[stored] = [value]
