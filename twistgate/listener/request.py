@@ -25,7 +25,8 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from twistgate.headers import HOP_BY_HOP, connection_named
-from twistgate.http._twisted import read_table
+from twistgate.http._twisted import ParseError, read_table
+from twistgate.http.head import field_name, response_head
 from twistgate.http.sockets import write_now
 from twistgate.listener.body import BodyAbandoned
 from twistgate.listener.interfaces import IGatewayRequest
@@ -41,6 +42,9 @@ _NO_BODY_CODES = frozenset([204, 304])
 _INTERIM_PHRASES = {100: b"Continue", 102: b"Processing", 103: b"Early Hints"}
 
 _FRAMING = frozenset([b"Content-Length", b"Connection", b"Transfer-Encoding", b"Keep-Alive"])
+
+#: What an interim answer never carries, by stored name: hop-by-hop fields and C{Content-Length}.
+_NOT_INTERIM = frozenset(field_name(name)[0] for name in HOP_BY_HOP | {b"content-length"})
 
 
 @implementer(IGatewayRequest)
@@ -205,17 +209,12 @@ class GatewayRequest:
             expect = self.getHeader(b"expect")
             if expect is not None and expect.lower() == b"100-continue":
                 return False
-        drop = HOP_BY_HOP | connection_named(headers)
+        leave_out = _NOT_INTERIM
+        named = connection_named(headers)
+        if named:
+            leave_out = leave_out | {_stored_name(name) for name in named}
         phrase = phrase or _INTERIM_PHRASES.get(code, b"Interim")
-        lines = [b"HTTP/1.1 %d %s\r\n" % (code, phrase)]
-        for name, values in headers.getAllRawHeaders():
-            lower = name.lower()
-            if lower in drop or lower == b"content-length":
-                continue
-            for value in values:
-                lines.append(b"%s: %s\r\n" % (name, value))
-        lines.append(b"\r\n")
-        self.channel.transport.write(b"".join(lines))
+        self.channel.transport.write(response_head(code, phrase, read_table(headers), leave_out))
         return True
 
     def finish(self) -> None:
@@ -283,32 +282,32 @@ class GatewayRequest:
             channel.persistent = False
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200
         self._no_body = no_body
-        lines = [b"%s %d %s\r\n" % (b"HTTP/1.1", code, self.code_message)]
-        append = lines.append
-        for name, values in raw.items():
-            if name in _FRAMING:
-                continue
-            for value in values:
-                append(b"%s: %s\r\n" % (name, value))
         if lengths is not None:
-            append(b"Content-Length: %s\r\n" % (lengths[-1],))
+            framing = b"Content-Length: %s\r\n" % (lengths[-1],)
         elif no_body:
-            pass
+            framing = b""
         elif length is not None:
-            append(b"Content-Length: %d\r\n" % (length,))
+            framing = b"Content-Length: %d\r\n" % (length,)
         elif self.clientproto == b"HTTP/1.1":
             self._chunked = True
-            append(b"Transfer-Encoding: chunked\r\n")
+            framing = b"Transfer-Encoding: chunked\r\n"
         else:
             # An HTTP/1.0 client learns where the body ends when the connection closes.
+            framing = b""
             channel.persistent = False
         if not channel.persistent:
-            append(b"Connection: close\r\n\r\n")
+            framing += b"Connection: close\r\n"
         elif self.clientproto == b"HTTP/1.0":
-            append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            append(b"\r\n")
-        return b"".join(lines)
+            framing += b"Connection: keep-alive\r\n"
+        return response_head(code, self.code_message, raw, _FRAMING, framing)
+
+
+def _stored_name(lower: bytes) -> bytes:
+    """The name L{Headers} files C{lower} under; a name that is no token cannot be filed."""
+    try:
+        return field_name(lower)[0]
+    except ParseError:
+        return lower
 
 
 def when_client_gone(request: Any, callback: Callable[[Failure], object]) -> None:
