@@ -28,10 +28,10 @@ from zope.interface import implementer
 from twistgate.filters.cache import entry
 from twistgate.headers import HOP_BY_HOP, copy_end_to_end
 from twistgate.http import _twisted
-from twistgate.http.head import field_name as _name
 from twistgate.http.sockets import READ_SIZE, tune_reads, write_now
 from twistgate.listener.site import GatewaySite
 from twistgate.upstream.http1 import ConnectionPool
+from twistgate.upstream.http1.response import _name
 
 
 @pytest.fixture(params=["shortcut", "fallback"])

@@ -25,8 +25,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from twistgate.headers import HOP_BY_HOP, connection_named
-from twistgate.http._twisted import ParseError, read_table
-from twistgate.http.head import field_name, response_head
+from twistgate.http._twisted import read_table
 from twistgate.http.sockets import write_now
 from twistgate.listener.body import BodyAbandoned
 from twistgate.listener.interfaces import IGatewayRequest
@@ -42,9 +41,6 @@ _NO_BODY_CODES = frozenset([204, 304])
 _INTERIM_PHRASES = {100: b"Continue", 102: b"Processing", 103: b"Early Hints"}
 
 _FRAMING = frozenset([b"Content-Length", b"Connection", b"Transfer-Encoding", b"Keep-Alive"])
-
-#: What an interim answer never carries, by stored name: hop-by-hop fields and C{Content-Length}.
-_NOT_INTERIM = frozenset(field_name(name)[0] for name in HOP_BY_HOP | {b"content-length"})
 
 
 @implementer(IGatewayRequest)
@@ -209,12 +205,17 @@ class GatewayRequest:
             expect = self.getHeader(b"expect")
             if expect is not None and expect.lower() == b"100-continue":
                 return False
-        leave_out = _NOT_INTERIM
-        named = connection_named(headers)
-        if named:
-            leave_out = leave_out | {_stored_name(name) for name in named}
+        drop = HOP_BY_HOP | connection_named(headers)
         phrase = phrase or _INTERIM_PHRASES.get(code, b"Interim")
-        self.channel.transport.write(response_head(code, phrase, read_table(headers), leave_out))
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, phrase)]
+        for name, values in headers.getAllRawHeaders():
+            lower = name.lower()
+            if lower in drop or lower == b"content-length":
+                continue
+            for value in values:
+                lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"\r\n")
+        self.channel.transport.write(b"".join(lines))
         return True
 
     def finish(self) -> None:
@@ -282,32 +283,32 @@ class GatewayRequest:
             channel.persistent = False
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200
         self._no_body = no_body
+        lines = [b"%s %d %s\r\n" % (b"HTTP/1.1", code, self.code_message)]
+        append = lines.append
+        for name, values in raw.items():
+            if name in _FRAMING:
+                continue
+            for value in values:
+                append(b"%s: %s\r\n" % (name, value))
         if lengths is not None:
-            framing = b"Content-Length: %s\r\n" % (lengths[-1],)
+            append(b"Content-Length: %s\r\n" % (lengths[-1],))
         elif no_body:
-            framing = b""
+            pass
         elif length is not None:
-            framing = b"Content-Length: %d\r\n" % (length,)
+            append(b"Content-Length: %d\r\n" % (length,))
         elif self.clientproto == b"HTTP/1.1":
             self._chunked = True
-            framing = b"Transfer-Encoding: chunked\r\n"
+            append(b"Transfer-Encoding: chunked\r\n")
         else:
             # An HTTP/1.0 client learns where the body ends when the connection closes.
-            framing = b""
             channel.persistent = False
         if not channel.persistent:
-            framing += b"Connection: close\r\n"
+            append(b"Connection: close\r\n\r\n")
         elif self.clientproto == b"HTTP/1.0":
-            framing += b"Connection: keep-alive\r\n"
-        return response_head(code, self.code_message, raw, _FRAMING, framing)
-
-
-def _stored_name(lower: bytes) -> bytes:
-    """The name L{Headers} files C{lower} under; a name that is no token cannot be filed."""
-    try:
-        return field_name(lower)[0]
-    except ParseError:
-        return lower
+            append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            append(b"\r\n")
+        return b"".join(lines)
 
 
 def when_client_gone(request: Any, callback: Callable[[Failure], object]) -> None:

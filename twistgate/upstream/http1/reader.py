@@ -17,7 +17,6 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 
 from twistgate.http._twisted import BadResponseVersion, ParseError, headers_from_table
 from twistgate.http.chunked import ChunkedDecoder, ChunkError
-from twistgate.http.head import content_length, head_end, head_lines, header_fields
 from twistgate.upstream.http1.response import (
     _CONNECTION_CONTROL,
     _HTTP10,
@@ -27,15 +26,16 @@ from twistgate.upstream.http1.response import (
     MAX_HEADERS,
     MAX_INTERIM,
     Response,
+    _content_length,
     _drop_connection_named,
+    _head_end,
     _interim_headers,
+    _lines,
+    _name,
+    _names,
     _pass_on_codings,
     _says_close,
 )
-
-#: What stays out of the headers of a response to HEAD: the framing but its C{Content-Length},
-#: which there is the length of what a GET would get, part of the message.
-_CONNECTION_CONTROL_BUT_LENGTH = _CONNECTION_CONTROL - {b"content-length"}
 
 # Parser states of a connection.
 _IDLE, _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(5)
@@ -94,7 +94,7 @@ class _ResponseReader:
         head = self._head + data if self._head else data
         if head[:5] != b"HTTP/"[: len(head)]:
             raise ParseError("not an HTTP response", head[:64])
-        found = head_end(head, self._scanned)
+        found = _head_end(head, self._scanned)
         if found is None:
             if len(head) > MAX_HEAD:
                 raise ParseError("response head too long", head[:64])
@@ -116,7 +116,7 @@ class _ResponseReader:
         Parse a whole response head, then answer the call (or skip a 1xx head). C{rest} is what
         came after the head: if the response has no body, it must be nothing.
         """
-        lines = head_lines(head)
+        lines = _lines(head)
         status = lines[0]
         version_text = status[:9]
         if version_text == b"HTTP/1.1 ":
@@ -138,10 +138,38 @@ class _ResponseReader:
             self._interim_parsed(code, phrase, lines, status)
             return
 
+        table: dict[bytes, list[bytes]] = {}
+        lengths: list[bytes] | None = None
+        codings: list[bytes] | None = None
+        connection: list[bytes] | None = None
         head_request = self._call.method == b"HEAD"
-        table, lengths, codings, connection, _, _, _ = header_fields(
-            lines, _CONNECTION_CONTROL_BUT_LENGTH if head_request else _CONNECTION_CONTROL
-        )
+        names = _names
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise ParseError("header line without a colon", line[:64])
+            known = names.get(name)
+            stored, lower = known if known is not None else _name(name)
+            value = value.strip(b" \t")
+            if lower in _CONNECTION_CONTROL:
+                if lower == b"content-length":
+                    lengths = [value] if lengths is None else lengths + [value]
+                    if not head_request:
+                        continue
+                    # The length of what a GET would get: part of the message here.
+                elif lower == b"transfer-encoding":
+                    codings = [value] if codings is None else codings + [value]
+                    continue
+                elif lower == b"connection":
+                    connection = [value] if connection is None else connection + [value]
+                    continue
+                else:
+                    continue
+            values = table.get(stored)
+            if values is None:
+                table[stored] = [value]
+            else:
+                values.append(value)
 
         if connection is not None:
             _drop_connection_named(table, connection)
@@ -173,7 +201,7 @@ class _ResponseReader:
             self._chunks = ChunkedDecoder(MAX_HEAD, MAX_HEADERS)
             length = UNKNOWN_LENGTH
         elif lengths is not None:
-            length = content_length(lengths)
+            length = _content_length(lengths)
             if length == 0:
                 self._answer(Response(version, code, phrase, headers, 0, None), keep_alive, rest)
                 return
