@@ -60,6 +60,9 @@ GATEWAY_HEADERS = frozenset(
     ]
 )
 
+#: Names whose C{_} spelling a client may never send, even with underscores passed.
+_PROTECTED = GATEWAY_HEADERS | HOP_BY_HOP
+
 #: What a client's C{Connection} may not take away: the framing and Host belong to the listener.
 _NOT_NAMEABLE = frozenset([b"host", b"content-length", b"transfer-encoding"])
 
@@ -81,25 +84,20 @@ def clean_request_headers(
       spelling is reserved, hop-by-hop or one of L{GATEWAY_HEADERS}.
     """
     named = connection_named(headers) - _NOT_NAMEABLE if headers.hasHeader(b"connection") else None
-    doomed = None
+    doomed = []
     for name, _ in headers.getAllRawHeaders():
         if b"_" in name:
-            if drop_underscores:
-                doomed = [name] if doomed is None else doomed + [name]
-                continue
             spelled = name.lower().replace(b"_", b"-")
-            if spelled in reserved or spelled in GATEWAY_HEADERS or spelled in HOP_BY_HOP:
-                doomed = [name] if doomed is None else doomed + [name]
-            continue
-        if reserved or named:
+            if drop_underscores or spelled in reserved or spelled in _PROTECTED:
+                doomed.append(name)
+        elif reserved or named:
             lower = name.lower()
             if lower in reserved or (named and lower in named):
-                doomed = [name] if doomed is None else doomed + [name]
+                doomed.append(name)
     if named is not None:
-        headers.removeHeader(b"connection")
-    if doomed:
-        for name in doomed:
-            headers.removeHeader(name)
+        doomed.append(b"connection")
+    for name in doomed:
+        headers.removeHeader(name)
 
 
 def copy_end_to_end(source: Headers, target: Headers, drop: frozenset[bytes]) -> None:

@@ -25,7 +25,13 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Exchange, Reply
-from twistgate.headers import HOP_BY_HOP, TrustedProxies, copy_end_to_end, remove_hop_by_hop
+from twistgate.headers import (
+    GATEWAY_HEADERS,
+    HOP_BY_HOP,
+    TrustedProxies,
+    copy_end_to_end,
+    remove_hop_by_hop,
+)
 from twistgate.http._twisted import ParseError, raw_table
 from twistgate.listener.body import BodyAbandoned
 from twistgate.listener.request import when_client_gone
@@ -37,16 +43,7 @@ log = Logger()
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"])
 
 #: Request headers not copied upstream: hop-by-hop ones, and those the gateway sets itself.
-_SET_BY_GATEWAY = HOP_BY_HOP | frozenset(
-    [
-        b"host",
-        b"content-length",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-request-id",
-    ]
-)
+_SET_BY_GATEWAY = HOP_BY_HOP | GATEWAY_HEADERS
 
 #: Response headers not passed back: hop-by-hop ones, framing (the client connection's own),
 #: and the request id (the gateway's).
