@@ -85,14 +85,6 @@ class StreamingBody:
         if self._buffered >= HIGH_WATER:
             self._pause_client()
 
-    @property
-    def holding_client(self) -> bool:
-        """
-        Whether the client is paused because the upstream side cannot take more yet (no
-        connection, or one that reads slowly): while it is, a silent client is not stalling.
-        """
-        return self._client_paused
-
     def when_sent(self, callback: Callable[[], object]) -> None:
         """Call C{callback} once the whole body has been handed to the upstream connection."""
         if self.sent:
