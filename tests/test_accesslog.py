@@ -14,7 +14,7 @@ from twisted.web.http_headers import Headers
 
 from twistgate.accesslog import AccessLog, iso_time
 from twistgate.listener.site import GatewaySite
-from twistgate.router import GatewayResource
+from twistgate.router import Router
 
 FIELDS = ["time", "request_id", "client", "method", "path", "route", "upstream", "target",
           "status", "bytes", "duration_ms"]
@@ -96,7 +96,7 @@ def test_a_request_the_router_answered_is_logged_with_its_request_id(tmp_path):
     clock.advance(1000)
     runtime = type("Runtime", (), {"routes": type("T", (), {"match": lambda self, p: None})(),
                                    "reserved_headers": frozenset(), "drop_underscores": True})()
-    site = GatewaySite(GatewayResource(runtime), clock, max_body=100, header_timeout=10,
+    site = GatewaySite(Router(runtime), clock, max_body=100, header_timeout=10,
                        idle_timeout=60)
     log = AccessLog(str(path), clock)
     site.observers.append(log.observe)

@@ -21,7 +21,7 @@ from twistgate.listener.site import GatewaySite
 from twistgate.router import (
     DEFAULT_ALLOW,
     BadPath,
-    GatewayResource,
+    Router,
     RouteTable,
     normalise_path,
     strip,
@@ -159,8 +159,8 @@ class Answer:
 
 
 def ask(runtime, method: str, target: str, headers=()) -> Answer:
-    """Send one request through a real L{GatewaySite} to a L{GatewayResource}; its answer."""
-    site = GatewaySite(GatewayResource(runtime), MemoryReactorClock(), max_body=100,
+    """Send one request through a real L{GatewaySite} to a L{Router}; its answer."""
+    site = GatewaySite(Router(runtime), MemoryReactorClock(), max_body=100,
                        header_timeout=10, idle_timeout=60)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
     transport = StringTransport()
@@ -181,7 +181,7 @@ def routes():
 
 
 def test_the_router_is_the_request_handler_the_site_calls(routes):
-    assert verifyObject(IRequestHandler, GatewayResource(FakeRuntime(routes)))
+    assert verifyObject(IRequestHandler, Router(FakeRuntime(routes)))
 
 
 def test_no_route_is_a_json_404_with_a_request_id(routes):
@@ -246,7 +246,7 @@ def test_trace_needs_a_route_that_lists_it_and_head_goes_wherever_get_does():
 
 def test_a_405_is_counted_under_the_route_whose_prefix_matched(routes):
     clock = MemoryReactorClock()
-    site = GatewaySite(GatewayResource(FakeRuntime(routes)), clock, max_body=100,
+    site = GatewaySite(Router(FakeRuntime(routes)), clock, max_body=100,
                        header_timeout=10, idle_timeout=60)
     traffic = Traffic(clock.seconds)
     site.observers.append(traffic.observe)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from twistgate.status.admin import admin_tree
 from twistgate.status.pages import StatusSite
@@ -45,3 +49,51 @@ def test_a_successful_reload_answers_200_ok():
     status_line, answer = post_reload(ReloadingGateway())
     assert status_line == b"HTTP/1.1 200 OK"
     assert answer == {"reloaded": True}
+
+
+class SlowPurgeGateway:
+    """A gateway with one filter whose purge answers only when the test fires C{self.purge}."""
+
+    def __init__(self):
+        self.purge = Deferred()
+        purging = type("Cache", (), {"purge_prefix": lambda _self, prefix: self.purge})()
+        self.runtime = type("Runtime", (), {"filters": {"cache": purging}})()
+
+
+def test_a_purge_whose_client_hung_up_writes_nothing_when_it_ends():
+    gateway = SlowPurgeGateway()
+    site = StatusSite(admin_tree(gateway), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"POST /cache/purge?prefix=/users HTTP/1.1\r\nHost: 127.0.0.1:3001\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+    assert transport.value() == b""
+    failures = []
+
+    def observe(event):
+        if "log_failure" in event:
+            failures.append(event)
+
+    channel.connectionLost(Failure(ConnectionLost()))
+    globalLogPublisher.addObserver(observe)
+    try:
+        gateway.purge.callback(3)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert transport.value() == b""
+    assert failures == []
+
+
+def test_a_slow_purge_answers_its_client_when_it_ends():
+    gateway = SlowPurgeGateway()
+    site = StatusSite(admin_tree(gateway), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"POST /cache/purge?prefix=/users HTTP/1.1\r\nHost: 127.0.0.1:3001\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+    gateway.purge.callback(3)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
+    assert json.loads(body) == {"purged": 3}

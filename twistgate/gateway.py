@@ -30,7 +30,7 @@ from twistgate.config import ConfigError, GatewayConfig
 from twistgate.filters import IFilterFactory
 from twistgate.http._twisted import clear_exit_signal
 from twistgate.listener.site import GatewaySite
-from twistgate.router import GatewayResource
+from twistgate.router import Router
 from twistgate.runtime import build_runtime
 from twistgate.status import StatusService
 
@@ -64,9 +64,9 @@ class Gateway(MultiService):
         self._load = load
         self.runtime = build_runtime(config, reactor, factories)
         settings = config.gateway
-        self.resource = GatewayResource(self.runtime)
+        self.router = Router(self.runtime)
         self.site = GatewaySite(
-            self.resource,
+            self.router,
             reactor,
             max_body=settings.max_body,
             header_timeout=settings.header_timeout,
@@ -114,7 +114,7 @@ class Gateway(MultiService):
         """Swap in C{config}: new requests use it at once, requests in flight finish as they are."""
         old = self.runtime
         self.runtime = build_runtime(config, self.reactor, self.factories, previous=old)
-        self.resource.runtime = self.runtime
+        self.router.runtime = self.runtime
         settings = config.gateway
         self.site.max_body = settings.max_body
         self.site.header_timeout = settings.header_timeout

@@ -7,7 +7,7 @@ filter chain; the chain's L{Reply} goes back to the client through respond.py. N
 404, a method the route does not allow gives 405 with ``Allow``, and a path that would climb out
 of its prefix gives 400: it never reaches an upstream.
 
-The site calls L{GatewayResource.handle} with each request (L{IRequestHandler}); the router answers
+The site calls L{Router.handle} with each request (L{IRequestHandler}); the router answers
 through the request (L{IGatewayRequest}), now or when the filter chain's Deferred fires.
 """
 
@@ -102,7 +102,7 @@ class RouteTable:
 
 
 @implementer(IRequestHandler)
-class GatewayResource:
+class Router:
     """
     The request handler of the public listener.
 

@@ -30,13 +30,13 @@ class GatewaySite(Factory):
 
     def __init__(
         self,
-        resource: IRequestHandler,
+        handler: IRequestHandler,
         reactor: IReactorTime,
         max_body: int,
         header_timeout: float,
         idle_timeout: float,
     ):
-        self.resource = resource
+        self.handler = handler
         self.max_body = max_body
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
@@ -55,7 +55,7 @@ class GatewaySite(Factory):
         self.in_flight += 1
         request.started = self.clock.seconds()
         try:
-            self.resource.handle(request)
+            self.handler.handle(request)
         except Exception:
             log.failure("request {uri} failed inside the gateway", uri=request.uri)
             if not request.startedWriting:

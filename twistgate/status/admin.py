@@ -93,6 +93,8 @@ class Purge(AdminEndpoint):
             return answer_error(request, 400, "the prefix is not UTF-8")
         if not prefix.startswith("/"):
             return answer_error(request, 400, "the prefix must be a path starting with '/'")
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
         purges = [
             maybeDeferred(purge, prefix)
             for purge in (
@@ -102,23 +104,24 @@ class Purge(AdminEndpoint):
             if callable(purge)
         ]
         d = gatherResults(purges, consumeErrors=True)
-        d.addCallback(self._purged, request, prefix)
-        d.addErrback(self._failed, request)
+        d.addCallback(self._purged, request, prefix, gone)
+        d.addErrback(self._failed, request, gone)
         return NOT_DONE_YET
 
-    def _purged(self, counts, request, prefix: str) -> None:
+    def _purged(self, counts, request, prefix: str, gone: list[bool]) -> None:
         purged = sum(count for count in counts if isinstance(count, int))
         log.info("cache purge of {prefix}: {purged} response(s) dropped",
                  prefix=prefix, purged=purged)
-        self._finish(request, answer_json(request, 200, {"purged": purged}))
+        self._finish(request, answer_json(request, 200, {"purged": purged}), gone)
 
-    def _failed(self, failure, request) -> None:
+    def _failed(self, failure, request, gone: list[bool]) -> None:
         log.failure("cache purge failed", failure)
-        self._finish(request, answer_error(request, 500, "the purge failed; see the log"))
+        self._finish(request, answer_error(request, 500, "the purge failed; see the log"), gone)
 
     @staticmethod
-    def _finish(request, body: bytes) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
+    def _finish(request, body: bytes, gone: list[bool]) -> None:
+        """Send the answer, unless the client hung up while the purge ran (C{gone})."""
+        if request.finished or gone:
             return
         request.write(body)
         request.finish()
