@@ -45,7 +45,7 @@ def test_unchanged_upstreams_and_filters_are_taken_over_and_changed_ones_rebuilt
     gw.apply(config(BASE.replace("127.0.0.1:5000", "127.0.0.1:5001").replace(
         "prefix = /users", "prefix = /people")))
     new = gw.runtime
-    assert gw.resource.runtime is new
+    assert gw.router.runtime is new
     assert new.upstreams["users"] is old.upstreams["users"]
     assert new.upstreams["orders"] is not old.upstreams["orders"]
     assert new.filters["breaker"] is old.filters["breaker"]
@@ -62,7 +62,7 @@ def test_a_reload_that_does_not_validate_changes_nothing():
     gw = gateway(load=broken)
     before = gw.runtime
     assert gw.reload() == ["gw.ini: [route:users] upstream: no section [upstream:userz]"]
-    assert gw.runtime is before and gw.resource.runtime is before
+    assert gw.runtime is before and gw.router.runtime is before
 
 
 def test_listener_changes_open_and_close_listeners():
