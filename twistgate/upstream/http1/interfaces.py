@@ -2,9 +2,10 @@
 What the parts of the upstream client ask of each other, as typing protocols.
 
 A L{Response} asks the connection its body arrives on for flow control, a request's L{_Call} asks
-its connection to send or abort it, and both ask the pool for connections. Naming these small
-interfaces here, instead of the classes that happen to provide them, keeps the modules of
-L{twistgate.upstream.http1} free of import cycles (a test checks the whole package).
+its connection to send or abort it, and both ask the pool for connections; the connection's two
+parts, its C{ResponseReader} and its C{RequestWriter}, tell it what they read and what failed.
+Naming these small interfaces here, instead of the classes that happen to provide them, keeps the
+modules of L{twistgate.upstream.http1} free of import cycles (a test checks the whole package).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IReactorTime
+    from twisted.python.failure import Failure
+    from twisted.web.http_headers import Headers
 
 
 class FlowControl(Protocol):
@@ -33,6 +36,32 @@ class FlowControl(Protocol):
 
     def abort_response(self, response: Any) -> None:
         """The body's reader gave up: the connection is aborted, never reused."""
+
+
+class ResponseReceiver(FlowControl, Protocol):
+    """What a connection's response reader tells the connection (and asks of it, for the body)."""
+
+    def interim(self, code: int, phrase: bytes, headers: Headers) -> None:
+        """An interim (1xx) response came; the final one follows."""
+
+    def body_started(self, response: Any) -> None:
+        """The head of a response with a body came; the reader feeds the body to C{response}."""
+
+    def answered_whole(self, response: Any, reusable: bool) -> None:
+        """
+        A response without a body came, and is whole; C{reusable}: the target keeps the
+        connection open and sent nothing after the response.
+        """
+
+    def ended(self, reusable: bool) -> None:
+        """The body of the response being read ended; C{reusable} as for L{answered_whole}."""
+
+
+class RequestOwner(Protocol):
+    """What a connection's request writer tells the connection."""
+
+    def request_failed(self, reason: Failure) -> None:
+        """The request could not be sent whole: its body failed or broke its length."""
 
 
 class Carrier(Protocol):

@@ -1,18 +1,19 @@
 """
 The response reader of the HTTP/1.1 upstream client: received bytes in, responses out.
 
-Part of L{twistgate.upstream.http1}: L{_ResponseReader}, a part of
-L{twistgate.upstream.http1.connection.HTTP1Connection}, parses the response head incrementally
-(handing interim 1xx heads to the request's C{interim} receiver, refusing a 101 nobody asked for),
-answers the request with a L{twistgate.upstream.http1.response.Response}, then frames
-its body (by C{Content-Length}, chunked, or until the connection closes) and hands the connection
-back to its pool once the response is whole.
+Part of L{twistgate.upstream.http1}: a L{ResponseReader}, owned by its
+L{twistgate.upstream.http1.connection.HTTP1Connection}, parses one response at a time. It parses
+the head incrementally (interim 1xx heads go to its receiver, a 101 nobody asked for is refused),
+makes the L{twistgate.upstream.http1.response.Response}, frames its body (by C{Content-Length},
+chunked, or until the connection closes) and feeds the body to it, and tells its receiver, through
+the L{twistgate.upstream.http1.interfaces.ResponseReceiver} methods, when a response arrived and
+when it ended. It knows nothing of requests, pools or transports.
 """
 
 from __future__ import annotations
 
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed
+from typing import TYPE_CHECKING
+
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from twistgate.http._twisted import BadResponseVersion, ParseError, headers_from_table
@@ -37,57 +38,82 @@ from twistgate.upstream.http1.response import (
     _says_close,
 )
 
-# Parser states of a connection.
+if TYPE_CHECKING:
+    from twistgate.upstream.http1.interfaces import ResponseReceiver
+
+# What the reader is reading.
 _IDLE, _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(5)
 
 
-class _ResponseReader:
+class ResponseReader:
     """
-    The response half of L{twistgate.upstream.http1.connection.HTTP1Connection}, which it is mixed
-    into: C{dataReceived} and the parser states it moves through.
+    The response half of an upstream connection: its parser states and the response being read.
+
+    L{feed} raises what it cannot parse (a twisted.web C{ParseError}); the connection then breaks
+    the exchange off. A receiver that gives up on the response while it is fed calls L{stop}, and
+    nothing more of it is read.
+
+    @ivar response: the response whose body is being read, or L{None}.
     """
 
-    def dataReceived(self, data: bytes) -> None:
-        call = self._call
-        if call is None or self._aborted:
-            if not self._aborted:
-                # Bytes nobody asked for: the connection can no longer be trusted.
-                self._pool.forget(self)
-                self.transport.abortConnection()
-            return
-        self._any_byte = True
-        try:
-            while data:
-                state = self._state
-                if state == _LENGTH:
-                    left = self._left
-                    if len(data) < left:
-                        self._left = left - len(data)
-                        self._response._received(data)
-                        return
-                    rest = data[left:]
-                    self._left = 0
-                    self._response._received(data[:left] if rest else data)
-                    if self._call is call and not self._aborted:
-                        self._complete(rest)
+    def __init__(self, receiver: ResponseReceiver):
+        self._receiver = receiver
+        self.response: Response | None = None
+        self._state = _IDLE
+        self._head_request = False
+        self._head = b""
+        self._scanned = 0
+        self._interims = 0
+        self._keep_alive = False
+        self._left = 0
+        self._chunks: ChunkedDecoder | None = None
+
+    @property
+    def until_close(self) -> bool:
+        """Whether the body being read ends only when the connection does."""
+        return self._state == _UNTIL_CLOSE
+
+    def expect(self, head_request: bool) -> None:
+        """A request was sent: read its response (one to a C{HEAD} request has no body)."""
+        self.response = None
+        self._state = _HEAD
+        self._head_request = head_request
+        self._head = b""
+        self._scanned = 0
+        self._interims = 0
+
+    def stop(self) -> None:
+        """Read nothing more of the current response."""
+        self.response = None
+        self._state = _IDLE
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the connection."""
+        while data:
+            state = self._state
+            if state == _LENGTH:
+                response = self.response
+                left = self._left
+                if len(data) < left:
+                    self._left = left - len(data)
+                    response._received(data)
                     return
-                elif state == _HEAD:
-                    data = self._head_received(data)
-                elif state == _CHUNKED:
-                    self._chunks_received(data)
-                    return
-                elif state == _UNTIL_CLOSE:
-                    self._response._received(data)
-                    return
-                else:
-                    return
-                if self._call is not call or self._aborted:
-                    return
-        except Exception:
-            if self._call is call and not self._aborted:
-                self._break(Failure(ResponseFailed([Failure()], self._response)))
+                rest = data[left:]
+                self._left = 0
+                response._received(data[:left] if rest else data)
+                if self.response is response:
+                    self._ended(rest)
+                return
+            elif state == _HEAD:
+                data = self._head_received(data)
+            elif state == _CHUNKED:
+                self._chunks_received(data)
+                return
+            elif state == _UNTIL_CLOSE:
+                self.response._received(data)
+                return
             else:
-                raise
+                return
 
     def _head_received(self, data: bytes) -> bytes:
         """Take head bytes; once the head is whole, act on it and return the bytes after it."""
@@ -113,8 +139,8 @@ class _ResponseReader:
 
     def _head_parsed(self, head: bytes, rest: bytes) -> None:
         """
-        Parse a whole response head, then answer the call (or skip a 1xx head). C{rest} is what
-        came after the head: if the response has no body, it must be nothing.
+        Parse a whole response head, then answer with it (or pass a 1xx head on). C{rest} is
+        what came after the head: if the response has no body, it must be nothing.
         """
         lines = _lines(head)
         status = lines[0]
@@ -142,7 +168,7 @@ class _ResponseReader:
         lengths: list[bytes] | None = None
         codings: list[bytes] | None = None
         connection: list[bytes] | None = None
-        head_request = self._call.method == b"HEAD"
+        head_request = self._head_request
         names = _names
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -185,7 +211,7 @@ class _ResponseReader:
         keep_alive = version is _HTTP11 and (connection is None or not _says_close(connection))
         if no_body:
             # RFC 9112 §6.3 items 1 and 2: no body, whatever the headers say.
-            self._answer(Response(version, code, phrase, headers, 0, None), keep_alive, rest)
+            self._answer_whole(Response(version, code, phrase, headers, 0, None), keep_alive, rest)
             return
         if codings is not None and not chunked:
             # RFC 9112 §6.3 item 4: chunked is not the final coding, so the body ends when the
@@ -203,7 +229,9 @@ class _ResponseReader:
         elif lengths is not None:
             length = _content_length(lengths)
             if length == 0:
-                self._answer(Response(version, code, phrase, headers, 0, None), keep_alive, rest)
+                self._answer_whole(
+                    Response(version, code, phrase, headers, 0, None), keep_alive, rest
+                )
                 return
             self._state = _LENGTH
             self._left = length
@@ -212,16 +240,14 @@ class _ResponseReader:
             keep_alive = False
             length = UNKNOWN_LENGTH
         self._keep_alive = keep_alive
-        response = Response(version, code, phrase, headers, length, self)
-        self._response = response
-        if self._stall_timer is None:
-            self._watch_stall()
-        self._call.answered(response)
+        response = Response(version, code, phrase, headers, length, self._receiver)
+        self.response = response
+        self._receiver.body_started(response)
 
     def _interim_parsed(self, code: int, phrase: bytes, lines: list[bytes], status: bytes) -> None:
         """
-        An interim response (100 Continue, 103 Early Hints): handed to the call's C{interim}
-        receiver, if it has one; the final response follows on the same connection.
+        An interim response (100 Continue, 103 Early Hints): passed to the receiver; the final
+        response follows on the same connection.
         """
         if code == 101:
             # RFC 9110 §15.2.2: a switch only a request with Upgrade may be answered with, and the
@@ -230,52 +256,37 @@ class _ResponseReader:
         self._interims += 1
         if self._interims > MAX_INTERIM:
             raise ParseError("too many interim responses", status[:64])
-        receiver = self._call.interim
-        write_interim = getattr(receiver, "write_interim", None)
-        if write_interim is not None:
-            write_interim(code, phrase, _interim_headers(lines))
+        self._receiver.interim(code, phrase, _interim_headers(lines))
 
-    def _answer(self, response: Response, keep_alive: bool, rest: bytes) -> None:
+    def _answer_whole(self, response: Response, keep_alive: bool, rest: bytes) -> None:
         """A response without a body: the exchange is over as soon as it is answered."""
-        call = self._call
-        self._keep_alive = keep_alive
+        self._state = _IDLE
         response._finished(_RESPONSE_DONE)
-        self._complete(rest)
-        call.answered(response)
+        self._receiver.answered_whole(response, keep_alive and not rest)
 
     def _chunks_received(self, data: bytes) -> None:
-        """Decode chunked body bytes; the connection is done with the body once it ends."""
-        call = self._call
+        """Decode chunked body bytes; the response is whole once the body ends."""
+        response = self.response
         try:
             rest = self._chunks.decode(data, self._chunk_received)
         except ChunkError as problem:
             raise ParseError(problem.message, problem.line) from None
-        if rest is not None and self._call is call and not self._aborted:
-            self._complete(rest)
+        if rest is not None and self.response is response:
+            self._ended(rest)
 
     def _chunk_received(self, piece: bytes) -> bool:
-        call = self._call
-        self._response._received(piece)
-        return self._call is call and not self._aborted
+        response = self.response
+        response._received(piece)
+        return self.response is response
 
-    def _complete(self, rest: bytes) -> None:
+    def _ended(self, rest: bytes) -> None:
         """
-        The response has been read whole: the connection goes back to the pool if it can carry
-        another request, then the body's reader hears of the end.
+        The response has been read whole: the receiver hears that first (so the connection can
+        go back to its pool), then the body's reader hears of the end. Bytes after the response
+        are bytes nobody asked for: the connection cannot be reused.
         """
-        # A target that answered before the whole request body was sent has not read all of it.
-        reusable = self._keep_alive and not rest and not self._sending_body and not self._aborted
-        self._stop_body()
-        response = self._response
-        self._call = None
-        self._response = None
+        response = self.response
+        self.response = None
         self._state = _IDLE
-        if self._reader_paused or self._held_paused:
-            self._reader_paused = self._held_paused = False
-            self.transport.resumeProducing()
-        if reusable:
-            self._pool.release(self)
-        else:
-            self.transport.loseConnection()
-        if response is not None:
-            response._finished(_RESPONSE_DONE)
+        self._receiver.ended(self._keep_alive and not rest)
+        response._finished(_RESPONSE_DONE)

@@ -4,9 +4,9 @@ writing of it onto a connection.
 
 Part of L{twistgate.upstream.http1}: L{twistgate.upstream.http1.pool.ConnectionPool} makes a
 L{_Call} per request, which finds it a connection (sending it again, once, when a reused connection
-turns out to have been closed by the target); L{_RequestWriter}, a part of
-L{twistgate.upstream.http1.connection.HTTP1Connection}, writes its head in one piece and produces
-its body into the transport, chunk-encoded when its length is not known.
+turns out to have been closed by the target); the L{RequestWriter} that
+L{twistgate.upstream.http1.connection.HTTP1Connection} owns writes its head in one piece and
+produces its body into the transport, chunk-encoded when its length is not known.
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from twistgate.http._twisted import WrongBodyLength
 from twistgate.http.sockets import write_now
-from twistgate.upstream.http1.reader import _HEAD
 
 if TYPE_CHECKING:
-    from twistgate.upstream.http1.interfaces import Carrier, Connections
+    from twistgate.upstream.http1.interfaces import Carrier, Connections, RequestOwner
     from twistgate.upstream.http1.response import Response
 
 log = Logger()
@@ -149,70 +149,80 @@ class _Call:
         self.failed(Failure(ResponseNeverReceived([reason])))
 
 
-class _RequestWriter:
+@implementer(IConsumer)
+class RequestWriter:
     """
-    The request half of L{twistgate.upstream.http1.connection.HTTP1Connection}, which it is mixed
-    into: writing a request, and being the L{IConsumer} its body is produced into.
+    The request half of an upstream connection: writes each request's head in one piece, then
+    is the L{IConsumer} its body is produced into.
+
+    A body that fails, or that is longer or shorter than it said, is stopped and reported to the
+    owner's C{request_failed} (the L{twistgate.upstream.http1.interfaces.RequestOwner}
+    interface).
+
+    @ivar sending: whether a request body is being sent.
     """
 
-    def send(self, call: _Call) -> None:
-        """Write C{call}'s request (head in one write), then start its body, if any."""
-        self._call = call
-        self._response = None
-        self._state = _HEAD
-        self._head = b""
-        self._scanned = 0
-        self._any_byte = False
-        self._interims = 0
-        body = call.body
-        parts = [call.method, b" ", call.path, b" HTTP/1.1\r\n"]
+    def __init__(self, transport: ITransport, owner: RequestOwner):
+        self._transport = transport
+        self._owner = owner
+        self.sending = False
+        self._body: IBodyProducer | None = None
+        self._left = 0
+        self._chunked = False
+
+    def send(
+        self, method: bytes, path: bytes, headers: Headers, body: IBodyProducer | None
+    ) -> None:
+        """Write a request (head in one write), then start its body, if any."""
+        self._body = body
+        parts = [method, b" ", path, b" HTTP/1.1\r\n"]
         append = parts.append
         # The headers come from the gateway, which wrote or checked every one of them.
-        for name, values in call.headers.getAllRawHeaders():
+        for name, values in headers.getAllRawHeaders():
             for value in values:
                 append(name)
                 append(b": ")
                 append(value)
                 append(b"\r\n")
         if body is None:
-            if call.method in _EXPECT_BODY:
+            if method in _EXPECT_BODY:
                 append(b"Content-Length: 0\r\n")
         elif isinstance(body.length, int):
             append(b"Content-Length: %d\r\n" % body.length)
         else:
             append(b"Transfer-Encoding: chunked\r\n")
         append(b"\r\n")
-        write_now(self.transport, b"".join(parts))
+        write_now(self._transport, b"".join(parts))
         if body is not None:
-            self._start_body(call, body)
+            self._start_body(body)
 
-    def _start_body(self, call: _Call, body: IBodyProducer) -> None:
+    def _start_body(self, body: IBodyProducer) -> None:
         length = body.length
-        self._chunked_body = not isinstance(length, int)
-        self._body_left = 0 if self._chunked_body else length
-        self._sending_body = True
-        self.transport.registerProducer(body, True)
+        self._chunked = not isinstance(length, int)
+        self._left = 0 if self._chunked else length
+        self.sending = True
+        self._transport.registerProducer(body, True)
         try:
             produced = body.startProducing(self)
         except Exception:
             produced = Deferred()
             produced.errback()
-        produced.addCallbacks(self._body_produced, self._body_failed, (call,), None, (call,))
+        produced.addCallbacks(self._body_produced, self._body_failed, (body,), None, (body,))
 
     def write(self, data: bytes) -> None:
         """IConsumer: a piece of the request body."""
         # After the request ended (sent, failed, cancelled), a producer has nothing to write to.
-        if not self._sending_body or not data:
+        if not self.sending or not data:
             return
-        if self._chunked_body:
-            self.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        if self._chunked:
+            self._transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
             return
-        left = self._body_left - len(data)
+        left = self._left - len(data)
         if left < 0:
             self._body_broke(Failure(WrongBodyLength("the body is longer than its length")))
             return
-        self._body_left = left
-        self.transport.write(data)
+        self._left = left
+        self._transport.write(data)
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """IConsumer: nothing to do, the body is already the transport's producer."""
@@ -220,34 +230,35 @@ class _RequestWriter:
     def unregisterProducer(self) -> None:
         """IConsumer: see L{registerProducer}."""
 
-    def _body_produced(self, _: object, call: _Call) -> None:
-        if call is not self._call or not self._sending_body:
+    def _body_produced(self, _: object, body: IBodyProducer) -> None:
+        if body is not self._body or not self.sending:
             return
-        if self._chunked_body:
-            self.transport.write(b"0\r\n\r\n")
-        elif self._body_left:
+        if self._chunked:
+            self._transport.write(b"0\r\n\r\n")
+        elif self._left:
             self._body_broke(Failure(WrongBodyLength("the body is shorter than its length")))
             return
-        self._sending_body = False
-        self.transport.unregisterProducer()
+        self.sending = False
+        self._transport.unregisterProducer()
 
-    def _body_failed(self, reason: Failure, call: _Call) -> None:
-        if call is not self._call or not self._sending_body:
+    def _body_failed(self, reason: Failure, body: IBodyProducer) -> None:
+        if body is not self._body or not self.sending:
             return
-        self._sending_body = False
-        self.transport.unregisterProducer()
-        self._break(Failure(RequestTransmissionFailed([reason])))
+        self.sending = False
+        self._transport.unregisterProducer()
+        self._owner.request_failed(Failure(RequestTransmissionFailed([reason])))
 
     def _body_broke(self, reason: Failure) -> None:
         """The body producer misbehaved: stop it and give up on the request."""
-        self._stop_body()
-        self._break(Failure(RequestTransmissionFailed([reason])))
+        self.stop()
+        self._owner.request_failed(Failure(RequestTransmissionFailed([reason])))
 
-    def _stop_body(self) -> None:
-        if self._sending_body:
-            self._sending_body = False
-            self.transport.unregisterProducer()
-            body = self._call.body if self._call is not None else None
+    def stop(self) -> None:
+        """Stop sending the request body, if one is being sent."""
+        if self.sending:
+            self.sending = False
+            self._transport.unregisterProducer()
+            body = self._body
             if body is not None:
                 try:
                     body.stopProducing()
