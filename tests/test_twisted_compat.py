@@ -28,10 +28,10 @@ from zope.interface import implementer
 from twistgate.filters.cache import entry
 from twistgate.headers import HOP_BY_HOP, copy_end_to_end
 from twistgate.http import _twisted
+from twistgate.http.head import field_name as _name
 from twistgate.http.sockets import READ_SIZE, tune_reads, write_now
 from twistgate.listener.site import GatewaySite
 from twistgate.upstream.http1 import ConnectionPool
-from twistgate.upstream.http1.response import _name
 
 
 @pytest.fixture(params=["shortcut", "fallback"])
@@ -61,7 +61,7 @@ def test_every_check_passes_on_the_twisted_installed():
 def test_headers_file_each_name_under_the_key_the_parsers_store_it_by(raw):
     headers = Headers()
     headers.setRawHeaders(raw, [b"v"])
-    stored, lower = _name(raw)
+    stored, lower, _ = _name(raw)
     assert headers._rawHeaders == {stored: [b"v"]} and lower == raw.lower()
     table = {stored: [b"v"]}
     adopted = _twisted.headers_from_table(table)

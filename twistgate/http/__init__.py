@@ -1,5 +1,6 @@
 """
-Wire code with no gateway knowledge: the chunked coding and socket writes (more of the
-HTTP/1.1 layer moves here with issue 18), and L{twistgate.http._twisted}, the one module that
-touches Twisted's private internals.
+Wire code with no gateway knowledge: L{twistgate.http.head} (the head parser that the listener
+and the upstream client share, and the writer of a response head's lines), the chunked coding,
+socket writes, and L{twistgate.http._twisted}, the one module that touches Twisted's private
+internals.
 """

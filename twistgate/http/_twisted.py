@@ -18,8 +18,8 @@ never make it write a wrong header. C{tests/test_twisted_compat.py} pins each as
 Twisted installed (25.5 on PyPy, 26 on CPython) and compares each fallback with its shortcut.
 
 The shortcuts only ever carry values that are valid already: header tables come from the
-gateway's own head parsers, which split on every line end and refuse NUL, so no value in them
-holds a CR or an LF.
+gateway's own head parser (L{twistgate.http.head}), which splits on every line end and refuses
+NUL, so no value in them holds a CR or an LF.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ HEADERS_TABLE = _headers_keep_a_table()
 def headers_from_table(table: Table) -> Headers:
     """
     L{Headers} holding C{table}: names as L{Headers} stores them (see
-    C{twistgate.upstream.http1.response._name}), values already valid, as a head parser made
-    them. The table is adopted, not copied, when L{HEADERS_TABLE}; else every value goes through
+    L{twistgate.http.head.field_name}), values already valid, as the head parser made them. The
+    table is adopted, not copied, when L{HEADERS_TABLE}; else every value goes through
     C{setRawHeaders}.
     """
     if HEADERS_TABLE:

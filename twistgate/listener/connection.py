@@ -32,20 +32,22 @@ from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Reply
 from twistgate.headers import new_request_id, request_id_for
-from twistgate.http._twisted import ParseError, headers_from_table
+from twistgate.http._twisted import ParseError, headers_from_table, read_table
 from twistgate.http.chunked import ChunkedDecoder, ChunkError
+from twistgate.http.head import (
+    TOKEN,
+    UNDERSCORED,
+    content_length,
+    field_line,
+    field_name,
+    head_end,
+    head_lines,
+    response_head,
+)
 from twistgate.http.sockets import tune_reads
 from twistgate.listener.body import BodyAbandoned, StreamingBody
 from twistgate.listener.request import GatewayRequest
 from twistgate.respond import send_error
-from twistgate.upstream.http1.response import (
-    _TOKEN,
-    _content_length,
-    _head_end,
-    _name,
-    _names,
-)
-from twistgate.upstream.http1.response import _lines as _head_lines
 
 if TYPE_CHECKING:
     from twistgate.listener.interfaces import ListenerSettings
@@ -69,6 +71,12 @@ MAX_PENDING = 64 * 1024
 _HEAD, _LENGTH, _CHUNKED, _WAITING, _CLOSED = range(5)
 
 _VERSIONS = {b"HTTP/1.1": b"HTTP/1.1", b"HTTP/1.0": b"HTTP/1.0"}
+
+#: The listener's answer to each header-line problem L{field_line} finds.
+_FIELD_PROBLEMS = {
+    "header line without a colon": "a header line has no colon",
+    "invalid header name": "a header name is not a token",
+}
 
 
 class BadRequest(Exception):
@@ -187,7 +195,7 @@ class ServerConnection(Protocol):
                 self._unread = b""
                 return False
             data = stripped
-        found = _head_end(data, self._scanned)
+        found = head_end(data, self._scanned)
         if found is None:
             if len(data) > MAX_HEAD:
                 raise BadRequest(431, "the request head is larger than %d bytes" % MAX_HEAD)
@@ -223,7 +231,7 @@ class ServerConnection(Protocol):
         """Make a request of a whole head, and hand it to the site."""
         site = self.factory
         try:
-            lines = _head_lines(head)
+            lines = head_lines(head)
         except ParseError:
             raise BadRequest(400, "the request head is malformed") from None
         method, uri, version = _request_line(lines[0])
@@ -232,35 +240,29 @@ class ServerConnection(Protocol):
         table: dict[bytes, list[bytes]] = {}
         lengths = codings = connection = expect = host = None
         underscored = False
-        names = _names
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise BadRequest(400, "a header line has no colon")
-            if b"_" in name:
-                underscored = True
-            known = names.get(name)
-            if known is None:
-                try:
-                    known = _name(name)
-                except ParseError:
-                    raise BadRequest(400, "a header name is not a token") from None
-            stored, lower = known
-            value = value.strip(b" \t")
-            if lower == b"content-length":
-                lengths = [value] if lengths is None else lengths + [value]
-            elif lower == b"transfer-encoding":
-                codings = [value] if codings is None else codings + [value]
-            elif lower == b"connection":
-                connection = [value] if connection is None else connection + [value]
-            elif lower == b"host":
-                if host is not None:
-                    raise BadRequest(400, "a request may have only one Host header")
-                if _HOST.match(value) is None:
-                    raise BadRequest(400, "the Host header is not a valid host")
-                host = value
-            elif lower == b"expect":
-                expect = value
+            try:
+                stored, _, note, value = field_line(line)
+            except ParseError as problem:
+                message = _FIELD_PROBLEMS.get(problem.args[0], "a header line is malformed")
+                raise BadRequest(400, message) from None
+            if note is not None:
+                if note == b"content-length":
+                    lengths = [value] if lengths is None else lengths + [value]
+                elif note == b"transfer-encoding":
+                    codings = [value] if codings is None else codings + [value]
+                elif note == b"connection":
+                    connection = [value] if connection is None else connection + [value]
+                elif note == b"host":
+                    if host is not None:
+                        raise BadRequest(400, "a request may have only one Host header")
+                    if _HOST.match(value) is None:
+                        raise BadRequest(400, "the Host header is not a valid host")
+                    host = value
+                elif note == b"expect":
+                    expect = value
+                elif note == UNDERSCORED:
+                    underscored = True
             values = table.get(stored)
             if values is None:
                 table[stored] = [value]
@@ -270,7 +272,7 @@ class ServerConnection(Protocol):
             # Absolute form: the URI's authority wins over any Host (RFC 9112 §3.2.2), and the
             # rest of the gateway sees the request as if it came in origin form.
             authority, uri = _absolute_form(uri)
-            table[(_names.get(b"Host") or _name(b"Host"))[0]] = [authority]
+            table[field_name(b"Host")[0]] = [authority]
             host = authority
         if version == b"HTTP/1.1":
             if host is None:
@@ -292,7 +294,7 @@ class ServerConnection(Protocol):
             length = None
         elif lengths is not None:
             try:
-                length = _content_length(lengths)
+                length = content_length(lengths)
             except ParseError:
                 raise BadRequest(400, "the Content-Length is invalid") from None
 
@@ -443,13 +445,10 @@ class ServerConnection(Protocol):
             return
         request_id = new_request_id() if headers is None else request_id_for(headers)
         reply = Reply.error(status, message, {b"x-request-id": request_id})
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reply.phrase)]
-        for name, values in reply.headers.getAllRawHeaders():
-            for value in values:
-                lines.append(b"%s: %s\r\n" % (name, value))
-        lines.append(b"Connection: close\r\n\r\n")
-        lines.append(reply.body)
-        self.transport.write(b"".join(lines))
+        head = response_head(
+            status, reply.phrase, read_table(reply.headers), framing=b"Connection: close\r\n"
+        )
+        self.transport.write(head + reply.body)
         self.transport.loseConnection()
 
     def _close(self) -> None:
@@ -552,7 +551,7 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
         if version_text.startswith(b"HTTP/"):
             raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are supported")
         raise BadRequest(400, "the request line is malformed")
-    if not uri or _TOKEN.match(method) is None:
+    if not uri or TOKEN.match(method) is None:
         raise BadRequest(400, "the request line is malformed")
     return method, uri, version
 

@@ -25,7 +25,8 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from twistgate.headers import HOP_BY_HOP, connection_named
-from twistgate.http._twisted import read_table
+from twistgate.http._twisted import ParseError, read_table
+from twistgate.http.head import field_lines, field_name, response_head, status_line
 from twistgate.http.sockets import write_now
 from twistgate.listener.body import BodyAbandoned
 from twistgate.listener.interfaces import IGatewayRequest
@@ -41,6 +42,9 @@ _NO_BODY_CODES = frozenset([204, 304])
 _INTERIM_PHRASES = {100: b"Continue", 102: b"Processing", 103: b"Early Hints"}
 
 _FRAMING = frozenset([b"Content-Length", b"Connection", b"Transfer-Encoding", b"Keep-Alive"])
+
+#: What an interim answer never carries, by stored name: hop-by-hop fields and C{Content-Length}.
+_NOT_INTERIM = frozenset(field_name(name)[0] for name in HOP_BY_HOP | {b"content-length"})
 
 
 @implementer(IGatewayRequest)
@@ -205,17 +209,12 @@ class GatewayRequest:
             expect = self.getHeader(b"expect")
             if expect is not None and expect.lower() == b"100-continue":
                 return False
-        drop = HOP_BY_HOP | connection_named(headers)
+        leave_out = _NOT_INTERIM
+        named = connection_named(headers)
+        if named:
+            leave_out = leave_out | {_stored_name(name) for name in named}
         phrase = phrase or _INTERIM_PHRASES.get(code, b"Interim")
-        lines = [b"HTTP/1.1 %d %s\r\n" % (code, phrase)]
-        for name, values in headers.getAllRawHeaders():
-            lower = name.lower()
-            if lower in drop or lower == b"content-length":
-                continue
-            for value in values:
-                lines.append(b"%s: %s\r\n" % (name, value))
-        lines.append(b"\r\n")
-        self.channel.transport.write(b"".join(lines))
+        self.channel.transport.write(response_head(code, phrase, read_table(headers), leave_out))
         return True
 
     def finish(self) -> None:
@@ -283,13 +282,12 @@ class GatewayRequest:
             channel.persistent = False
         no_body = self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200
         self._no_body = no_body
-        lines = [b"%s %d %s\r\n" % (b"HTTP/1.1", code, self.code_message)]
+        lines = [status_line(code, self.code_message)]
         append = lines.append
+        # A loop of its own, not response_head: see twistgate.http.head.field_line.
         for name, values in raw.items():
-            if name in _FRAMING:
-                continue
-            for value in values:
-                append(b"%s: %s\r\n" % (name, value))
+            if name not in _FRAMING:
+                append(field_lines(name, values))
         if lengths is not None:
             append(b"Content-Length: %s\r\n" % (lengths[-1],))
         elif no_body:
@@ -309,6 +307,14 @@ class GatewayRequest:
         else:
             append(b"\r\n")
         return b"".join(lines)
+
+
+def _stored_name(lower: bytes) -> bytes:
+    """The name L{Headers} files C{lower} under; a name that is no token cannot be filed."""
+    try:
+        return field_name(lower)[0]
+    except ParseError:
+        return lower
 
 
 def when_client_gone(request: Any, callback: Callable[[Failure], object]) -> None:

@@ -18,6 +18,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 
 from twistgate.http._twisted import BadResponseVersion, ParseError, headers_from_table
 from twistgate.http.chunked import ChunkedDecoder, ChunkError
+from twistgate.http.head import content_length, field_line, head_end, head_lines
 from twistgate.upstream.http1.response import (
     _CONNECTION_CONTROL,
     _HTTP10,
@@ -27,13 +28,8 @@ from twistgate.upstream.http1.response import (
     MAX_HEADERS,
     MAX_INTERIM,
     Response,
-    _content_length,
     _drop_connection_named,
-    _head_end,
     _interim_headers,
-    _lines,
-    _name,
-    _names,
     _pass_on_codings,
     _says_close,
 )
@@ -120,7 +116,7 @@ class ResponseReader:
         head = self._head + data if self._head else data
         if head[:5] != b"HTTP/"[: len(head)]:
             raise ParseError("not an HTTP response", head[:64])
-        found = _head_end(head, self._scanned)
+        found = head_end(head, self._scanned)
         if found is None:
             if len(head) > MAX_HEAD:
                 raise ParseError("response head too long", head[:64])
@@ -142,7 +138,7 @@ class ResponseReader:
         Parse a whole response head, then answer with it (or pass a 1xx head on). C{rest} is
         what came after the head: if the response has no body, it must be nothing.
         """
-        lines = _lines(head)
+        lines = head_lines(head)
         status = lines[0]
         version_text = status[:9]
         if version_text == b"HTTP/1.1 ":
@@ -164,32 +160,24 @@ class ResponseReader:
             self._interim_parsed(code, phrase, lines, status)
             return
 
-        table: dict[bytes, list[bytes]] = {}
-        lengths: list[bytes] | None = None
-        codings: list[bytes] | None = None
-        connection: list[bytes] | None = None
         head_request = self._head_request
-        names = _names
+        table: dict[bytes, list[bytes]] = {}
+        lengths = codings = connection = None
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise ParseError("header line without a colon", line[:64])
-            known = names.get(name)
-            stored, lower = known if known is not None else _name(name)
-            value = value.strip(b" \t")
-            if lower in _CONNECTION_CONTROL:
-                if lower == b"content-length":
+            stored, _, note, value = field_line(line)
+            if note is not None:
+                if note == b"content-length":
                     lengths = [value] if lengths is None else lengths + [value]
                     if not head_request:
                         continue
                     # The length of what a GET would get: part of the message here.
-                elif lower == b"transfer-encoding":
+                elif note == b"transfer-encoding":
                     codings = [value] if codings is None else codings + [value]
                     continue
-                elif lower == b"connection":
+                elif note == b"connection":
                     connection = [value] if connection is None else connection + [value]
                     continue
-                else:
+                elif note in _CONNECTION_CONTROL:
                     continue
             values = table.get(stored)
             if values is None:
@@ -227,7 +215,7 @@ class ResponseReader:
             self._chunks = ChunkedDecoder(MAX_HEAD, MAX_HEADERS)
             length = UNKNOWN_LENGTH
         elif lengths is not None:
-            length = _content_length(lengths)
+            length = content_length(lengths)
             if length == 0:
                 self._answer_whole(
                     Response(version, code, phrase, headers, 0, None), keep_alive, rest

@@ -1,9 +1,10 @@
 """
-The response side of the HTTP/1.1 upstream client: the head parser's limits and helpers, and the
-L{Response} handed to L{twistgate.upstream.client}.
+The response side of the HTTP/1.1 upstream client: the head parser's limits, the client's own
+rules for a response's fields (what stays out of its headers, C{Connection}, transfer codings), and
+the L{Response} handed to L{twistgate.upstream.client}.
 
-Part of L{twistgate.upstream.http1}: L{twistgate.upstream.http1.reader} feeds received bytes
-through the helpers here (status line, header lines, C{Content-Length}, C{Connection}) and builds a
+Part of L{twistgate.upstream.http1}: L{twistgate.upstream.http1.reader} parses received heads with
+L{twistgate.http.head}, which the listener shares, applies the rules here and builds a
 L{Response}; the response holds body bytes until its reader arrives at L{Response.deliverBody}, and
 passes that reader's pause, resume and stop back to its
 L{twistgate.upstream.http1.connection.HTTP1Connection}.
@@ -11,7 +12,6 @@ L{twistgate.upstream.http1.connection.HTTP1Connection}.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IPushProducer
@@ -22,7 +22,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from twistgate.http._twisted import ParseError, headers_from_table
+from twistgate.http._twisted import headers_from_table
+from twistgate.http.head import field_name, header_fields
 
 if TYPE_CHECKING:
     from twistgate.upstream.http1.interfaces import FlowControl
@@ -61,95 +62,9 @@ _CONNECTION_OPTIONS = frozenset([b"close", b"keep-alive", b""])
 _HTTP11 = (b"HTTP", 1, 1)
 _HTTP10 = (b"HTTP", 1, 0)
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-
-#: Received header name -> (the name as twisted's L{Headers} stores it, lower-cased name).
-_names: dict[bytes, tuple[bytes, bytes]] = {}
-_MAX_NAMES = 10_000
-
 #: How every complete body ends. One Failure for all, as Twisted's own C{connectionDone}: making
 #: one per response costs more than the rest of the response's bookkeeping.
 _RESPONSE_DONE = Failure(ResponseDone())
-
-
-def _name(raw: bytes) -> tuple[bytes, bytes]:
-    """The stored and lower-cased forms of a received header name; ParseError if not a token."""
-    if _TOKEN.match(raw) is None:
-        raise ParseError("invalid header name", raw)
-    lower = raw.lower()
-    probe = Headers()
-    probe.addRawHeader(raw, b"")
-    stored = next(iter(probe.getAllRawHeaders()))[0]
-    if len(_names) < _MAX_NAMES:
-        _names[raw] = (stored, lower)
-    return stored, lower
-
-
-def _content_length(values: list[bytes]) -> int:
-    """The one length that C{Content-Length} values agree on (RFC 9112 §6.3 item 5)."""
-    if len(values) == 1:
-        length = values[0]
-        if length.isdigit() and len(length) <= 18:
-            return int(length)
-    lengths = {part.strip() for value in values for part in value.split(b",")}
-    if len(lengths) != 1:
-        raise ParseError("conflicting Content-Length values", b", ".join(values))
-    (length,) = lengths
-    if not length.isdigit() or len(length) > 18:
-        raise ParseError("invalid Content-Length", length)
-    return int(length)
-
-
-def _head_end(data: bytes, start: int) -> tuple[int, int] | None:
-    """
-    Where the head at the start of C{data} ends (searching from C{start}): the end of its last
-    line without its line end, and where what follows the head begins; L{None} if the head is not
-    whole yet. Lines may end with CRLF or a bare LF.
-    """
-    crlf = data.find(b"\n\r\n", start)
-    lf = data.find(b"\n\n", start, crlf if crlf >= 0 else len(data))
-    if lf >= 0:
-        return (lf - 1 if data[lf - 1 : lf] == b"\r" else lf), lf + 2
-    if crlf >= 0:
-        return (crlf - 1 if data[crlf - 1 : crlf] == b"\r" else crlf), crlf + 3
-    return None
-
-
-def _lines(head: bytes) -> list[bytes]:
-    """
-    The lines of a response head (status line first), without their line ends. Most heads end
-    every line with CRLF and nothing else; the rest go through L{_unusual_lines}.
-    """
-    if b"\0" in head:
-        raise ParseError("NUL in the response head", head[:64])
-    crlf = head.count(b"\r\n")
-    if (
-        crlf == head.count(b"\n") == head.count(b"\r")
-        and b"\n " not in head
-        and b"\n\t" not in head
-    ):
-        return head.split(b"\r\n")
-    return _unusual_lines(head)
-
-
-def _unusual_lines(head: bytes) -> list[bytes]:
-    """
-    L{_lines} for heads with bare LF line ends (accepted, as twisted.web does) or obs-fold
-    continuation lines (joined with a space, RFC 9112 §5.2); a CR elsewhere is refused.
-    """
-    lines: list[bytes] = []
-    for line in head.split(b"\n"):
-        if line[-1:] == b"\r":
-            line = line[:-1]
-        if b"\r" in line:
-            raise ParseError("stray CR in the response head", line[:64])
-        if line[:1] in (b" ", b"\t"):
-            if len(lines) < 2:
-                raise ParseError("continuation line without a header", line[:64])
-            lines[-1] = lines[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
-        else:
-            lines.append(line)
-    return lines
 
 
 def _drop_connection_named(table: dict[bytes, list[bytes]], values: list[bytes]) -> None:
@@ -172,22 +87,11 @@ def _interim_headers(lines: list[bytes]) -> Headers:
     The headers of an interim response head (its C{lines}, status line first), without those
     that describe the connection or the framing.
     """
-    table: dict[bytes, list[bytes]] = {}
-    connection: list[bytes] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise ParseError("header line without a colon", line[:64])
-        known = _names.get(name)
-        stored, lower = known if known is not None else _name(name)
-        value = value.strip(b" \t")
-        if lower in _CONNECTION_CONTROL:
-            if lower == b"connection":
-                connection.append(value)
-            continue
-        table.setdefault(stored, []).append(value)
-    if connection:
-        _drop_connection_named(table, connection)
+    table, noted = header_fields(lines, _CONNECTION_CONTROL)
+    if noted is not None:
+        connection = noted.get(b"connection")
+        if connection is not None:
+            _drop_connection_named(table, connection)
     return headers_from_table(table)
 
 
@@ -209,9 +113,9 @@ def _pass_on_codings(table: dict[bytes, list[bytes]], values: list[bytes]) -> bo
     if chunked:
         del codings[-1]
     if codings:
-        encoding = _name(b"Content-Encoding")[0]
+        encoding = field_name(b"Content-Encoding")[0]
         table[encoding] = [b", ".join(table.get(encoding, []) + codings)]
-        etag = _name(b"ETag")[0]
+        etag = field_name(b"ETag")[0]
         tags = table.get(etag)
         if tags is not None:
             table[etag] = [tag if tag[:2] == b"W/" else b"W/" + tag for tag in tags]
