@@ -276,6 +276,8 @@ def test_upstream_defaults():
         max_fails=3,
         fail_timeout=10.0,
         retries=1,
+        keepalive=1024,
+        keepalive_timeout=60.0,
         tls_verify=True,
         ca_file=None,
         client_cert=None,
@@ -297,6 +299,8 @@ def test_upstream_keys_are_parsed(tmp_path):
         max_fails = 0
         fail_timeout = 1m
         retries = 0
+        keepalive = 0
+        keepalive_timeout = 5s
         tls_verify = no
         ca_file = ca.pem
         client_cert = cert.pem
@@ -314,9 +318,17 @@ def test_upstream_keys_are_parsed(tmp_path):
     assert upstream.health_check == "/health?deep=1"
     assert (upstream.health_interval, upstream.max_fails, upstream.fail_timeout) == (2.0, 0, 60.0)
     assert (upstream.retries, upstream.tls_verify) == (0, False)
+    assert (upstream.keepalive, upstream.keepalive_timeout) == (0, 5.0)
     assert upstream.ca_file == str(tmp_path / "ca.pem")
     assert upstream.client_cert == str(tmp_path / "cert.pem")
     assert upstream.client_key == str(tmp_path / "key.pem")
+
+
+def test_keepalive_is_a_count_and_keepalive_timeout_a_positive_duration():
+    found = problems(UPSTREAM + "keepalive = many\nkeepalive_timeout = 0s\n")
+    assert len(found) == 2
+    assert found[0].startswith("gw.ini: [upstream:users] keepalive: ")
+    assert found[1].startswith("gw.ini: [upstream:users] keepalive_timeout: ")
 
 
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn", "random", "ip_hash"])

@@ -29,6 +29,7 @@ from twistgate.accesslog import AccessLog
 from twistgate.config import ConfigError, GatewayConfig
 from twistgate.filters import IFilterFactory
 from twistgate.http._twisted import clear_exit_signal
+from twistgate.listener.backlog import system_backlog, with_backlog
 from twistgate.listener.site import GatewaySite
 from twistgate.router import Router
 from twistgate.runtime import build_runtime
@@ -73,6 +74,7 @@ class Gateway(MultiService):
             idle_timeout=settings.idle_timeout,
         )
         self.listeners: dict[str, IService] = {}
+        self._backlog = system_backlog()
         for description in settings.listen:
             self._add_listener(description)
         self.checkers: dict[str, IService] = {}
@@ -136,7 +138,8 @@ class Gateway(MultiService):
         )
 
     def _add_listener(self, description: str) -> None:
-        listener = strports.service(description, self.site, reactor=self.reactor)
+        listening = with_backlog(description, self._backlog)
+        listener = strports.service(listening, self.site, reactor=self.reactor)
         listener.setServiceParent(self)
         self.listeners[description] = listener
 

@@ -278,6 +278,10 @@ class _SectionChecks:
             max_fails=s.get("max_fails", _parse_count, defaults.max_fails),
             fail_timeout=s.get("fail_timeout", units.parse_duration, defaults.fail_timeout),
             retries=s.get("retries", _parse_count, defaults.retries),
+            keepalive=s.get("keepalive", _parse_count, defaults.keepalive),
+            keepalive_timeout=s.get(
+                "keepalive_timeout", _positive_duration, defaults.keepalive_timeout
+            ),
             tls_verify=s.get("tls_verify", units.parse_bool, defaults.tls_verify),
             ca_file=self._file(s, "ca_file"),
             client_cert=client_cert,

@@ -54,6 +54,8 @@ class UpstreamConfig:
     max_fails: int = 3
     fail_timeout: float = 10.0
     retries: int = 1
+    keepalive: int = 1024  # idle keep-alive connections kept per target
+    keepalive_timeout: float = 60.0  # an idle upstream connection is closed after this
     tls_verify: bool = True
     ca_file: str | None = None
     client_cert: str | None = None

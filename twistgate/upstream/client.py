@@ -27,12 +27,14 @@ from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from twistgate.config import Target
 from twistgate.upstream.http1 import ConnectionPool, Response
 
-#: Idle keep-alive connections kept per target; enough for a busy target without reconnecting.
-MAX_IDLE_PER_TARGET = 64
+#: Idle keep-alive connections kept per target (an upstream's C{keepalive}): enough that steady
+#: load, even from many clients at once, opens no new connection.
+MAX_IDLE_PER_TARGET = 1024
 
-#: Seconds an idle upstream connection is kept (shorter than common upstream keep-alive limits,
-#: so the gateway closes first rather than reusing a connection the target is closing).
-IDLE_CONNECTION_TIMEOUT = 50.0
+#: Seconds an idle upstream connection is kept (an upstream's C{keepalive_timeout}). A target
+#: that closes one sooner costs nothing but a new connection: a request that meets a closed one
+#: is sent again on a new connection, once, when it can safely be.
+IDLE_CONNECTION_TIMEOUT = 60.0
 
 
 class _Prepared:

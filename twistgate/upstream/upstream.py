@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from twistgate.config import UpstreamConfig
-from twistgate.upstream.client import IDLE_CONNECTION_TIMEOUT, UpstreamClient
+from twistgate.upstream.client import UpstreamClient
 from twistgate.upstream.health import HealthChecker, http_probe
 from twistgate.upstream.targets import UpstreamPool
 from twistgate.upstream.tls import UpstreamTLSPolicy
@@ -43,12 +43,14 @@ class Upstream:
         tls = UpstreamTLSPolicy(
             config.tls_verify, config.ca_file, config.client_cert, config.client_key
         )
-        self.client = UpstreamClient(reactor, tls, connect_timeout)
+        self.client = UpstreamClient(
+            reactor, tls, connect_timeout, config.keepalive, config.keepalive_timeout
+        )
         # Health checks are few and far between: the plain Agent does for them, with a pool of
         # its own.
         self.health_connections = HTTPConnectionPool(reactor, persistent=True)
         self.health_connections.maxPersistentPerHost = MAX_IDLE_PER_TARGET_FOR_HEALTH
-        self.health_connections.cachedConnectionTimeout = IDLE_CONNECTION_TIMEOUT
+        self.health_connections.cachedConnectionTimeout = config.keepalive_timeout
         self.health_connections.retryAutomatically = True
         self.agent = Agent(
             reactor,

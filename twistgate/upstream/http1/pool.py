@@ -41,17 +41,17 @@ class ConnectionPool:
     The keep-alive connections to one target, and the way requests reach it.
 
     Idle connections wait in a deque, the most recently used one taken first (so that a quiet
-    spell leaves the oldest ones unused, to be closed); at most C{max_idle} are kept. One timer
-    per pool, not per request, closes those idle for C{idle_timeout} seconds, shorter than
-    common upstream keep-alive limits so that the gateway closes first.
+    spell leaves the oldest ones unused, to be closed); at most C{max_idle} are kept (the
+    upstream's C{keepalive}). One timer per pool, not per request, closes those idle for
+    C{idle_timeout} seconds (its C{keepalive_timeout}).
     """
 
     def __init__(
         self,
         reactor: IReactorTime,
         endpoint: IStreamClientEndpoint,
-        max_idle: int = 64,
-        idle_timeout: float = 50.0,
+        max_idle: int = 1024,
+        idle_timeout: float = 60.0,
     ):
         self.reactor = reactor
         self._endpoint = endpoint
