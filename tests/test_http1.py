@@ -654,16 +654,38 @@ def test_idle_connections_are_closed_after_the_idle_timeout_by_one_timer():
     assert second.disconnecting and clock.getDelayedCalls() == []
 
 
-def test_at_most_max_idle_connections_are_kept():
-    _, endpoint, pool = make_pool(max_idle=1)
-    _, one = get(pool)
-    _, two = get(pool)
-    protocol_one, transport_one = endpoint.accept(0)
-    protocol_two, transport_two = endpoint.accept(1)
-    protocol_one.dataReceived(OK)
-    protocol_two.dataReceived(OK)
+def test_connections_beyond_max_idle_are_closed_once_no_burst_used_them_for_a_second():
+    clock, endpoint, pool = make_pool(max_idle=1)
+    for _ in range(3):
+        get(pool)
+    accepted = [endpoint.accept(i) for i in range(3)]
+    for protocol, _ in accepted:
+        protocol.dataReceived(OK)
+    # A burst of three leaves three idle, for the next burst to use.
+    assert pool.idle_count() == 3 and not any(t.disconnecting for _, t in accepted)
+    clock.advance(0.5)
+    # A burst of two takes the two most recently used; both go back idle.
+    _, first = get(pool)
+    _, second = get(pool)
+    accepted[2][0].dataReceived(OK)
+    accepted[1][0].dataReceived(OK)
+    assert first[0].code == second[0].code == 200 and len(endpoint.attempts) == 3
+    clock.advance(0.5)
+    # The one no burst used for SURPLUS_GRACE is closed; the others were used half a second ago.
+    assert [t.disconnecting for _, t in accepted] == [True, False, False]
+    assert pool.idle_count() == 2
+    clock.advance(0.5)
+    # Of those two, the longer idle goes; max_idle stay.
+    assert [t.disconnecting for _, t in accepted] == [True, False, True]
     assert pool.idle_count() == 1
-    assert not transport_one.disconnecting and transport_two.disconnecting
+
+
+def test_keepalive_zero_keeps_no_connection():
+    _, endpoint, pool = make_pool(max_idle=0)
+    _, results = get(pool)
+    protocol, transport = endpoint.accept(0)
+    protocol.dataReceived(OK)
+    assert results[0].code == 200 and transport.disconnecting and pool.idle_count() == 0
 
 
 def test_an_idle_connection_the_target_closes_leaves_the_pool():

@@ -15,7 +15,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from tests.integration.harness import free_port, serve
+from tests.integration.harness import free_port, serve, sleep
 
 #: Clients at once: more than the 64 idle connections per target the gateway used to keep.
 CLIENTS = 150
@@ -60,12 +60,17 @@ def _gateway_to(gateway, url, extra=""):
 
 
 @inlineCallbacks
-def _bursts(gw, rounds: int):
-    """C{rounds} bursts of L{CLIENTS} requests at once, each answered only when all have come."""
+def _bursts(gw, rounds: int, pause: float):
+    """
+    C{rounds} bursts of L{CLIENTS} requests at once, each answered only when all have come, with
+    C{pause} seconds between them.
+    """
     pool = HTTPConnectionPool(reactor)
     pool.maxPersistentPerHost = CLIENTS
     try:
-        for _ in range(rounds):
+        for index in range(rounds):
+            if index:
+                yield sleep(pause)
             answers = yield gatherResults(
                 [treq.get(gw.url("/burst"), pool=pool) for _ in range(CLIENTS)]
             )
@@ -82,7 +87,7 @@ def test_bursts_of_many_clients_reuse_the_upstream_connections_of_the_first(gate
     site, port = serve(barrier)
     try:
         gw = _gateway_to(gateway, "http://127.0.0.1:%d" % port.getHost().port)
-        yield _bursts(gw, 3)
+        yield _bursts(gw, 3, pause=1.5)
         # The first burst needs a connection per client; the next two find them all idle.
         assert site.connections == CLIENTS
     finally:
@@ -90,13 +95,17 @@ def test_bursts_of_many_clients_reuse_the_upstream_connections_of_the_first(gate
 
 
 @pytest_twisted.inlineCallbacks
-def test_keepalive_bounds_the_idle_connections_kept_per_target(gateway):
+def test_beyond_keepalive_a_burst_s_connections_wait_a_second_for_the_next_one(gateway):
     barrier = Barrier(CLIENTS)
     site, port = serve(barrier)
     try:
         gw = _gateway_to(gateway, "http://127.0.0.1:%d" % port.getHost().port, "keepalive = 10")
-        yield _bursts(gw, 3)
-        # Ten are kept after each burst: every later burst opens the other 140 again.
+        # Bursts in quick succession: the 140 beyond keepalive are still there for the next.
+        yield _bursts(gw, 2, pause=0.0)
+        assert site.connections == CLIENTS
+        # A pause longer than a second: only the ten of keepalive are left for the next burst.
+        yield sleep(1.5)
+        yield _bursts(gw, 2, pause=1.5)
         assert site.connections == CLIENTS + 2 * (CLIENTS - 10)
     finally:
         yield port.stopListening()
