@@ -26,10 +26,12 @@ the answer was not HTTP; L{CancelledError} when the request is cancelled.
 
 This module is the client's front door, naming what the rest of the gateway uses; the client
 itself is, in the order a request meets it: L{twistgate.upstream.http1.pool} (the per-target pool
-of idle connections and its timer), L{twistgate.upstream.http1.request} (a request's retry, and the
-writing of its head and body), L{twistgate.upstream.http1.connection} (the protocol joining both
-halves), L{twistgate.upstream.http1.reader} (the incremental head parser and body framing) and
-L{twistgate.upstream.http1.response} (the L{Response} and its body's flow control).
+of idle connections and its timers), L{twistgate.upstream.http1.request} (a request's retry, and
+the writer of its head and body), L{twistgate.upstream.http1.connection} (the protocol that owns a
+writer and a reader and holds the exchange between them), L{twistgate.upstream.http1.reader} (the
+incremental head parser and body framing), L{twistgate.upstream.http1.response} (the L{Response}
+and its body's flow control) and L{twistgate.upstream.http1.interfaces} (what these ask of each
+other).
 """
 
 from __future__ import annotations
