@@ -261,6 +261,26 @@ def test_a_lost_connection_puts_the_store_down_without_waiting_for_the_timeout()
     assert len(connection.evals()) == 1
 
 
+def test_once_script_load_was_answered_a_lost_connection_needs_no_timeout_either():
+    clock, connection = Clock(), FakeConnection()
+    store = store_on(connection, clock)  # SCRIPT LOAD answered
+    connection.connected = False
+    with capturedLogs():
+        (failure,) = outcome(store.acquire("k", 0.0, 2.0, 10.0))
+    assert failure.check(StoreUnavailable) and connection.evals() == []
+    # Before any answer (a gateway starting while Redis is still coming up), a call waits for
+    # the connection, within store_timeout.
+    clock, connection = Clock(), FakeConnection()
+    store = RedisRateLimitStore(connection, clock, timeout=0.05)
+    store.start()
+    connection.connected = False
+    result = outcome(store.acquire("k", 0.0, 2.0, 10.0))
+    assert result == [] and len(connection.evals()) == 1
+    with capturedLogs():
+        clock.advance(0.05)
+    assert result[0].check(StoreUnavailable)
+
+
 def test_the_probe_brings_the_store_back_once_redis_answers_in_time():
     clock, connection = Clock(), FakeConnection()
     store = store_on(connection, clock, timeout=0.05, probe_interval=0.5)

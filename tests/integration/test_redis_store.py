@@ -33,8 +33,9 @@ def three_gateways(tmp_path, upstreams):
     """C{three_gateways(redis, rate)}: three gateways on that Redis, one upstream behind them."""
     running = []
 
-    def start(redis, rate):
+    def start(redis, rate, nodes=None):
         api = upstreams("api")
+        nodes_line = "" if nodes is None else "nodes = %d" % nodes
         gateways = []
         for n in range(3):
             directory = tmp_path / ("gw%d" % n)
@@ -50,6 +51,7 @@ def three_gateways(tmp_path, upstreams):
                 backend = redis
                 url = {redis.url}
                 store_timeout = {int(STORE_TIMEOUT * 1000)}ms
+                {nodes_line}
                 [filter:limit]
                 use = ratelimit
                 rate = {rate}
@@ -192,3 +194,22 @@ def test_redis_killed_requests_pass_within_store_timeout_and_limits_return_with_
         response = yield get(gateways[i % 3].url("/again"), pool)
         codes.append(response.code)
     assert codes == [429] * 6
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_nodes_each_gateway_limits_at_its_share_while_redis_is_down(
+        redis_server, three_gateways, pool):
+    # 6/10m on nodes = 3: while Redis is down each gateway lets 2 through (one every 5 min).
+    gateways = three_gateways(redis_server, "6/10m", nodes=3)
+    response = yield get(gateways[0].url("/warm-up"), pool)
+    assert response.code == 200
+    redis_server.kill()
+    codes = {0: [], 1: [], 2: []}
+    for i in range(12):
+        response, elapsed = yield timed_get(gateways[i % 3].url("/during"), pool)
+        codes[i % 3].append(response.code)
+        assert elapsed < STORE_TIMEOUT + 0.3
+    assert codes == {n: [200, 200, 429, 429] for n in range(3)}, codes
+    for gw in gateways:
+        state = yield store_state(gw, pool)
+        assert state["state"] == "down" and state["local_decisions"] == 4 and state["nodes"] == 3

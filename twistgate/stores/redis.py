@@ -150,9 +150,14 @@ class RedisRateLimitStore:
         self._connection.start()
         d = self._connection.execute("SCRIPT", "LOAD", SCRIPT)
         d.addTimeout(max(self.timeout, 2.0), self._clock)
-        # Nothing depends on it: EVALSHA falls back to EVAL, and a Redis that does not answer
-        # shows on the first decision.
-        d.addErrback(lambda _: None)
+        # Nothing else depends on it: EVALSHA falls back to EVAL, and a Redis that does not
+        # answer shows on the first decision.
+        d.addCallbacks(self._loaded, lambda _: None)
+
+    def _loaded(self, _: object) -> None:
+        # A connection has answered: losing it from now on puts the store down at once.
+        if self.state == "up":
+            self._answered = True
 
     def stop(self) -> Deferred:
         """Stop probing and close the connection."""
