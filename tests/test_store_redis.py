@@ -390,3 +390,12 @@ def test_the_store_is_built_once_shared_by_every_limit_and_kept_across_reloads()
     gw.apply(gw_config(GW.format(redis_port=2).replace("backend = redis", "backend = memory")))
     assert gw.runtime.rate_limit_store is None
     assert isinstance(gw.runtime.filters["a"].store, MemoryRateLimitStore)
+
+
+def test_twistgate_check_shows_the_store_without_its_password():
+    from twistgate.config.summary import format_summary
+
+    summary = format_summary(gw_config(
+        "[store]\nbackend = redis\nurl = redis://:s3cret@10.0.0.9:6379/2\nnodes = 3\n"))
+    assert "store: redis redis://10.0.0.9:6379/2 (store_timeout 50ms, nodes 3)" in summary
+    assert "s3cret" not in summary

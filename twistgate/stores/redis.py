@@ -135,7 +135,6 @@ class RedisRateLimitStore:
         self._probe_interval = probe_interval
         self._prefix = prefix
         self._probe: IDelayedCall | None = None
-        self._probing = False
         self._stopped = False
         self._answered = False  # whether a connection has answered (since the last outage)
         # The fallback keeps its own keys: they start fresh at each outage, like a node that
