@@ -399,3 +399,33 @@ def test_twistgate_check_shows_the_store_without_its_password():
         "[store]\nbackend = redis\nurl = redis://:s3cret@10.0.0.9:6379/2\nnodes = 3\n"))
     assert "store: redis redis://10.0.0.9:6379/2 (store_timeout 50ms, nodes 3)" in summary
     assert "s3cret" not in summary
+
+
+def test_a_reload_that_changes_the_store_starts_the_new_one_and_stops_the_old(monkeypatch):
+    import twistgate.runtime
+
+    made = []
+
+    class RecordingStore(RedisRateLimitStore):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.events = []
+            made.append(self)
+
+        def start(self):
+            self.events.append("start")
+
+        def stop(self):
+            self.events.append("stop")
+            return succeed(None)
+
+    monkeypatch.setattr(
+        twistgate.runtime, "build_rate_limit_store",
+        lambda settings, reactor: RecordingStore(FakeConnection(), Clock()),
+    )
+    gw = Gateway(gw_config(GW.format(redis_port=1)), MemoryReactorClock(), FACTORIES)
+    gw.running = True  # as after startService, without opening listeners
+    gw.apply(gw_config(GW.format(redis_port=1).replace("7/10s", "8/10s")))
+    assert len(made) == 1 and made[0].events == []
+    gw.apply(gw_config(GW.format(redis_port=2)))
+    assert len(made) == 2 and made[0].events == ["stop"] and made[1].events == ["start"]
