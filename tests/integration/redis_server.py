@@ -53,10 +53,18 @@ class RedisServer:
         )
         return result.stdout.strip()
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing (a slow or hung Redis)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Stop it at once (SIGKILL): an outage, not a shutdown."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
+            self.process.send_signal(signal.SIGCONT)  # a paused process dies only once resumed
             self.process.wait(5)
         # Wait until the port is really free, so that start() can take it again.
         deadline = time.monotonic() + 5

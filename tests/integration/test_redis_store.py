@@ -213,3 +213,36 @@ def test_with_nodes_each_gateway_limits_at_its_share_while_redis_is_down(
     for gw in gateways:
         state = yield store_state(gw, pool)
         assert state["state"] == "down" and state["local_decisions"] == 4 and state["nodes"] == 3
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hung_redis_costs_each_gateway_one_store_timeout_then_nothing(
+        redis_server, three_gateways, pool):
+    gateways = three_gateways(redis_server, "3/10m")
+    codes = []
+    for i in range(4):
+        response = yield get(gateways[i % 3].url("/before"), pool)
+        codes.append(response.code)
+    assert codes == [200, 200, 200, 429]
+    redis_server.pause()  # connections stay open; nothing answers: only the timeout can tell
+    try:
+        timings = []
+        for i in range(30):
+            response, elapsed = yield timed_get(gateways[i % 3].url("/during"), pool)
+            assert response.code == 200
+            timings.append(elapsed)
+        # The first request on each gateway waits store_timeout, then the store is down and
+        # nothing waits: not Envoy's "every request waits for the Redis timeout".
+        assert max(timings) < STORE_TIMEOUT + 0.3, timings
+        assert len([t for t in timings if t >= STORE_TIMEOUT]) <= 3, timings
+    finally:
+        redis_server.resume()
+    resumed = time.monotonic()
+    while time.monotonic() - resumed < 5:
+        response = yield get(gateways[1].url("/after"), pool)
+        if response.code == 429:
+            break
+        yield sleep(0.05)
+    assert response.code == 429  # the budget in Redis was kept: refused again at once
+    state = yield store_state(gateways[1], pool)
+    assert state["state"] == "up" and state["outages"] == 1 and state["errors"] >= 1
