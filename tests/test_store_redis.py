@@ -429,3 +429,18 @@ def test_a_reload_that_changes_the_store_starts_the_new_one_and_stops_the_old(mo
     assert len(made) == 1 and made[0].events == []
     gw.apply(gw_config(GW.format(redis_port=2)))
     assert len(made) == 2 and made[0].events == ["stop"] and made[1].events == ["start"]
+
+
+def test_the_endpoint_follows_the_url_tcp_verified_tls_or_a_unix_socket():
+    from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+
+    from twistgate.stores.redis_connection import endpoint_for
+
+    clock = MemoryReactorClock()
+    tcp = endpoint_for(parse_redis_url("redis://10.0.0.9:6380/1"), clock, 2.0)
+    assert isinstance(tcp, HostnameEndpoint)
+    unix = endpoint_for(parse_redis_url("unix:///run/redis.sock"), clock, 2.0)
+    assert isinstance(unix, UNIXClientEndpoint)
+    tls = endpoint_for(parse_redis_url("rediss://redis.example:6380/0"), clock, 2.0)
+    # wrapClientTLS over the TCP endpoint (optionsForClientTLS checks the host name).
+    assert not isinstance(tls, (HostnameEndpoint, UNIXClientEndpoint))
