@@ -134,7 +134,8 @@ class Gateway(MultiService):
             if self.running and self.runtime.rate_limit_store is not None:
                 self.runtime.rate_limit_store.start()
             if old.rate_limit_store is not None:
-                old.rate_limit_store.stop()
+                old.rate_limit_store.stop().addErrback(
+                    lambda failure: log.failure("closing the old rate-limit store", failure))
         for name, upstream in old.upstreams.items():
             if self.runtime.upstreams.get(name) is not upstream:
                 upstream.close()
