@@ -76,20 +76,20 @@ def test_the_script_lets_count_pass_then_refuses_with_the_figures_of_gcra(real_s
 @pytest_twisted.inlineCallbacks
 def test_a_refused_request_is_not_counted_and_the_key_expires_with_its_tat(real_store,
                                                                            redis_server):
-    # 2/100ms: T = 50 ms, tau = 100 ms.
+    # 2/2s: T = 1 s, tau = 2 s. Four quick requests: two pass, two are refused.
     key = "b:ip:192.0.2.2"
     results = []
     for _ in range(4):
-        decision = yield real_store.acquire(key, 0.0, 0.05, 0.1)
-        results.append(decision.allowed)
-    assert results == [True, True, False, False]
+        decision = yield real_store.acquire(key, 0.0, 1.0, 2.0)
+        results.append(decision)
+    assert [d.allowed for d in results] == [True, True, False, False]
+    # The refusals wrote nothing: both say the slot frees one T after the first request.
+    assert results[2].retry_after == pytest.approx(results[3].retry_after, abs=0.05)
+    # The key expires when its TAT passes (2 s after the first request), not a fixed TTL later:
+    # Redis forgets it exactly when it stops carrying information.
     ttl = int(redis_server.command("PTTL", KEY_PREFIX + key))
-    assert 0 < ttl <= 100
-    # Redis forgets the key once it carries no information; a fresh budget follows.
-    yield _sleep(0.15)
-    assert redis_server.command("EXISTS", KEY_PREFIX + key) == "0"
-    decision = yield real_store.acquire(key, 0.0, 0.05, 0.1)
-    assert decision.allowed and decision.remaining == 1
+    assert 1_900 < ttl <= 2_000
+    assert ttl / 1000 == pytest.approx(results[1].reset_after, abs=0.05)
 
 
 @pytest_twisted.inlineCallbacks
@@ -113,12 +113,6 @@ def test_the_script_and_the_memory_store_make_the_same_decisions(real_store):
         memory_decision = memory.decide("d:ip:y", 0.0, emission, tolerance, cost)
         assert redis_decision.allowed == memory_decision.allowed
         assert redis_decision.remaining == memory_decision.remaining
-
-
-def _sleep(seconds):
-    d = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 # --- Redis trouble, on a Clock ------------------------------------------------------------------
