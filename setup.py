@@ -52,7 +52,7 @@ setup(
         "prometheus_client",
         # [store] backend = redis: the Redis client. Twisted-native (Deferreds, no threads),
         # maintained, with EVALSHA/SCRIPT LOAD for the rate-limit script, reconnection with
-        # back-off, and Sentinel for when we build it.
+        # back-off, and Sentinel (redis+sentinel:// URLs).
         "txredisapi",
         # Debian's PyPy is Python 3.9; the newer releases of these no longer build or run there.
         'cryptography<44; platform_python_implementation == "PyPy"',

@@ -285,6 +285,14 @@ def test_store_redis_timeout_and_nodes():
     assert parse("[store]\nbackend = redis\nurl = unix:///run/r.sock?db=1\n").store.address == (
         RedisAddress("unix", path="/run/r.sock", db=1)
     )
+    sentinel = parse(
+        "[store]\nbackend = redis\nurl = redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/main/3\n"
+    ).store.address
+    assert sentinel == RedisAddress(
+        "redis+sentinel", db=3, password="pw",
+        sentinels=(("10.0.0.1", 26379), ("10.0.0.2", 26379)), service="main",
+    )
+    assert str(sentinel) == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main/3"
 
 
 def test_store_problems_are_one_line_each():
@@ -299,9 +307,13 @@ def test_store_problems_are_one_line_each():
     assert problems("[store]\nbackend = redis\nurl = redis://h\nstore_timeout = 0\n") == [
         "gw.ini: [store] store_timeout: '0' must be longer than 0"
     ]
-    assert problems("[store]\nbackend = redis\nurl = redis+sentinel://s1:26379/mymaster\n") == [
-        "gw.ini: [store] url: 'redis+sentinel://s1:26379/mymaster': Sentinel is not supported "
-        "in this release; point url at the primary (redis://host:6379/0) and see docs/scaling.md"
+    assert problems("[store]\nbackend = redis\nurl = redis+sentinel://s1:26379\n") == [
+        "gw.ini: [store] url: 'redis+sentinel://s1:26379' names no primary "
+        "(use redis+sentinel://host:26379,host2:26379/mymaster/0)"
+    ]
+    assert problems("[store]\nbackend = redis\nurl = redis+sentinel://s1:x/m\n") == [
+        "gw.ini: [store] url: 'redis+sentinel://s1:x/m': 's1:x' is not a Sentinel host:port "
+        "(use redis+sentinel://host:26379,host2:26379/mymaster/0)"
     ]
     assert problems("[store]\nbackend = redis\nurl = redis://h\nnode = 3\n") == [
         "gw.ini: [store] node: unknown key (did you mean 'nodes'?)"

@@ -17,7 +17,7 @@ from twisted.logger import LogLevel, capturedLogs
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.integration.redis_server import RedisServer
+from tests.integration.redis_server import RedisSentinel, RedisServer
 from twistgate.config import parse_config
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
@@ -31,7 +31,7 @@ from twistgate.stores.redis import (
     SCRIPT_SHA,
     RedisRateLimitStore,
 )
-from twistgate.stores.redis_connection import IRedisConnection, RedisConnection
+from twistgate.stores.redis_connection import IRedisConnection, RedisConnection, connection_for
 
 # --- the script on a real Redis -----------------------------------------------------------------
 
@@ -113,6 +113,72 @@ def test_the_script_and_the_memory_store_make_the_same_decisions(real_store):
         memory_decision = memory.decide("d:ip:y", 0.0, emission, tolerance, cost)
         assert redis_decision.allowed == memory_decision.allowed
         assert redis_decision.remaining == memory_decision.remaining
+
+
+@pytest_twisted.inlineCallbacks
+def test_through_sentinel_the_store_decides_on_the_primary_sentinel_names(
+        redis_server, tmp_path):
+    sentinel = RedisSentinel(tmp_path / "sentinel", redis_server).start()
+    address = parse_redis_url(sentinel.url)
+    store = RedisRateLimitStore(connection_for(address, reactor), reactor, timeout=2.0)
+    try:
+        store.start()
+        decisions = []
+        for _ in range(3):
+            decision = yield store.acquire("s:ip:192.0.2.9", 0.0, 5.0, 10.0)
+            decisions.append(decision.allowed)
+        assert decisions == [True, True, False]
+        assert redis_server.command("EXISTS", KEY_PREFIX + "s:ip:192.0.2.9") == "1"
+        assert store.state == "up" and store.errors == 0
+    finally:
+        yield store.stop()
+        sentinel.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_after_a_sentinel_failover_the_store_decides_on_the_new_primary(redis_server, tmp_path):
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(tmp_path / "replica", "--replicaof", "127.0.0.1",
+                          str(primary.port)).start()
+    sentinel = None
+    store = None
+    try:
+        for _ in range(100):
+            if "master_link_status:up" in replica.command("INFO", "replication"):
+                break
+            yield _pause(0.05)
+        sentinel = RedisSentinel(tmp_path / "sentinel", primary).start()
+        address = parse_redis_url(sentinel.url)
+        store = RedisRateLimitStore(connection_for(address, reactor), reactor, timeout=0.2)
+        store.start()
+        decision = yield store.acquire("f:ip:192.0.2.10", 0.0, 60.0, 60.0)
+        assert decision.allowed
+        primary.kill()
+        started = reactor.seconds()
+        while reactor.seconds() - started < 20:
+            with capturedLogs():
+                attempt = store.acquire("f:ip:192.0.2.10", 0.0, 60.0, 60.0)
+                yield attempt.addErrback(lambda failure: failure.trap(StoreUnavailable))
+            if store.state == "up" and replica.command("ROLE").startswith("master"):
+                break
+            yield _pause(0.1)
+        # Up again on the promoted replica, which had the key by replication: refused.
+        assert store.state == "up" and store.outages == 1
+        decision = yield store.acquire("f:ip:192.0.2.10", 0.0, 60.0, 60.0)
+        assert not decision.allowed
+    finally:
+        if store is not None:
+            yield store.stop()
+        if sentinel is not None:
+            sentinel.stop()
+        replica.stop()
+        primary.stop()
+
+
+def _pause(seconds):
+    d = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
 
 
 # --- Redis trouble, on a Clock ------------------------------------------------------------------

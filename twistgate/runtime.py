@@ -17,7 +17,7 @@ from twistgate.headers import TrustedProxies
 from twistgate.router import DEFAULT_ALLOW, RouteTable
 from twistgate.stores import IRateLimitStore
 from twistgate.stores.redis import RedisRateLimitStore
-from twistgate.stores.redis_connection import RedisConnection
+from twistgate.stores.redis_connection import connection_for
 from twistgate.upstream.forward import Forwarder
 from twistgate.upstream.upstream import Upstream
 
@@ -89,7 +89,7 @@ def build_rate_limit_store(store: StoreSettings, reactor: IReactorTime):
         return None
     address = store.address
     return RedisRateLimitStore(
-        RedisConnection(address, reactor),
+        connection_for(address, reactor),
         reactor,
         timeout=store.store_timeout,
         nodes=store.nodes,

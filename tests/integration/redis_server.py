@@ -20,7 +20,8 @@ from tests.integration.harness import free_port, wait_for_port
 class RedisServer:
     """One redis-server process; C{kill} and C{start} again keep its port."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *extra: str):
+        self.extra = extra
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -39,7 +40,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-             "--protected-mode", "yes"],
+             "--protected-mode", "yes", *self.extra],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.directory,
         )
         wait_for_port(self.port, timeout=10, process=self.process)
@@ -78,5 +79,46 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class RedisSentinel:
+    """One Sentinel (``redis-server --sentinel``) monitoring C{primary} as C{service}."""
+
+    def __init__(self, directory: Path, primary: RedisServer, service: str = "mymaster"):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.service = service
+        self.primary = primary
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return "redis+sentinel://127.0.0.1:%d/%s/0" % (self.port, self.service)
+
+    def start(self) -> RedisSentinel:
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            "port %d\nbind 127.0.0.1\ndir %s\n"
+            "sentinel monitor %s 127.0.0.1 %d 1\n"
+            "sentinel down-after-milliseconds %s 500\n"
+            "sentinel failover-timeout %s 5000\n"
+            % (self.port, self.directory, self.service, self.primary.port, self.service,
+               self.service)
+        )
+        self._log = open(self.directory / "sentinel.log", "ab")
+        self.process = subprocess.Popen(
+            [self.primary.binary, str(config), "--sentinel"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.directory,
+        )
+        wait_for_port(self.port, timeout=10, process=self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
         if getattr(self, "_log", None):
             self._log.close()

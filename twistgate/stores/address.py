@@ -22,14 +22,16 @@ class RedisAddress:
     """
     One Redis server.
 
-    @ivar scheme: C{"redis"} (TCP), C{"rediss"} (TLS, the certificate and host name checked) or
-        C{"unix"} (a socket file).
+    @ivar scheme: C{"redis"} (TCP), C{"rediss"} (TLS, the certificate and host name checked),
+        C{"unix"} (a socket file) or C{"redis+sentinel"} (the primary that Sentinel names).
     @ivar host: the host name or address (TCP and TLS).
     @ivar port: the port (TCP and TLS; 6379 unless the URL says otherwise).
     @ivar path: the socket file (unix).
     @ivar db: the database number (SELECT), 0 unless the URL says otherwise.
     @ivar username: for AUTH with Redis 6 ACLs, or None.
     @ivar password: for AUTH, or None; never shown in a repr, since addresses are logged.
+    @ivar sentinels: with Sentinel, the (host, port) of each Sentinel to ask.
+    @ivar service: with Sentinel, the name of the monitored primary (``sentinel monitor NAME``).
     """
 
     scheme: str
@@ -39,9 +41,14 @@ class RedisAddress:
     db: int = 0
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
 
     def __str__(self) -> str:
         """The address as logs show it: no password."""
+        if self.scheme == "redis+sentinel":
+            hosts = ",".join("%s:%d" % (h, p) for h, p in self.sentinels)
+            return "redis+sentinel://%s/%s/%d" % (hosts, self.service, self.db)
         if self.scheme == "unix":
             return "unix://%s (db %d)" % (self.path, self.db)
         host = "[%s]" % self.host if self.host and ":" in self.host else self.host
@@ -53,15 +60,13 @@ def parse_redis_url(url: str) -> RedisAddress:
     Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
     ``unix:///path/to/redis.sock[?db=N]``; raise ValueError with a one-line reason otherwise.
 
-    ``redis+sentinel://`` is refused with its own reason: Sentinel is not built in this release.
+    ``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]`` names a primary
+    that Sentinel monitors: the Sentinels are asked where it is, before each connection.
     """
     text = url.strip()
     scheme = text.partition("://")[0].lower() if "://" in text else ""
-    if scheme in ("redis+sentinel", "redis-sentinel", "sentinel"):
-        raise ValueError(
-            "'%s': Sentinel is not supported in this release; point url at the primary "
-            "(redis://host:6379/0) and see docs/scaling.md" % (url,)
-        )
+    if scheme == "redis+sentinel":
+        return _parse_sentinel(url, text)
     try:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError for a bad port
@@ -86,6 +91,38 @@ def parse_redis_url(url: str) -> RedisAddress:
         db=db,
         username=username,
         password=password,
+    )
+
+
+_SENTINEL_HINT = "use redis+sentinel://host:26379,host2:26379/mymaster/0"
+
+
+def _parse_sentinel(url: str, text: str) -> RedisAddress:
+    rest = text.partition("://")[2]
+    netloc, _, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon and secret else None
+    sentinels = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "26379"
+        host = host.strip("[]")
+        if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("'%s': '%s' is not a Sentinel host:port (%s)"
+                             % (url, item, _SENTINEL_HINT))
+        sentinels.append((host, int(port)))
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ValueError("'%s' names no primary (%s)" % (url, _SENTINEL_HINT))
+    db = _db(url, parts[1] if len(parts) == 2 else "0")
+    return RedisAddress(
+        "redis+sentinel", db=db, username=username, password=password,
+        sentinels=tuple(sentinels), service=unquote(parts[0]),
     )
 
 

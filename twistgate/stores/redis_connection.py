@@ -5,13 +5,15 @@ The Redis rate-limit store (redis.py) talks to Redis through L{IRedisConnection}
 in, a Deferred out, and whether a connection is up right now. This module is the txredisapi side
 of that: a L{txredisapi.RedisFactory} with one connection, connected through an endpoint made
 with the gateway's reactor (TCP, TLS with the certificate checked, or a unix socket), which
-txredisapi's own ClientService reconnects with back-off when it is lost.
+txredisapi's own ClientService reconnects with back-off when it is lost. With Sentinel
+(L{SentinelRedisConnection}), txredisapi asks the Sentinels where the primary is before every
+connection, and drops the connection when the primary it reaches is no longer one (a failover).
 """
 
 from __future__ import annotations
 
 import txredisapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     UNIXClientEndpoint,
@@ -22,13 +24,16 @@ from zope.interface import Attribute, Interface, implementer
 
 from twistgate.stores.address import RedisAddress
 
-__all__ = ["IRedisConnection", "RedisConnection"]
+__all__ = ["IRedisConnection", "RedisConnection", "SentinelRedisConnection", "connection_for"]
 
 #: Seconds before the first reconnection attempt, and the most between two. txredisapi's own
 #: defaults (1 s, growing to 10 s) would leave limits off for up to 10 s after Redis is back;
 #: one attempt a second costs a dead server nothing.
 RECONNECT_INITIAL_DELAY = 0.1
 RECONNECT_MAX_DELAY = 1.0
+
+#: Seconds txredisapi waits for a Sentinel to name a primary in good standing.
+SENTINEL_DISCOVERY_TIMEOUT = 1.0
 
 
 class IRedisConnection(Interface):
@@ -104,3 +109,76 @@ class RedisConnection:
 
     def stop(self) -> Deferred:
         return self._factory.disconnect()
+
+
+@implementer(IRedisConnection)
+class SentinelRedisConnection:
+    """
+    A txredisapi connection to the primary that a set of Sentinels names.
+
+    txredisapi's Sentinel support connects through the global reactor (it has no other way), so
+    this class takes none: the gateway runs on that reactor anyway, and tests use a real one.
+
+    @ivar address: the Sentinels and the service name (``redis+sentinel://...``).
+    """
+
+    def __init__(self, address: RedisAddress):
+        self.address = address
+        self._sentinel: txredisapi.Sentinel | None = None
+        self._factory: txredisapi.SentinelConnectionFactory | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._factory is not None and self._factory.size > 0
+
+    def start(self) -> None:
+        if self._factory is not None:
+            return
+        made: list[txredisapi.SentinelConnectionFactory] = []
+
+        class Factory(txredisapi.SentinelConnectionFactory):
+            # The public way to reach the factory master_for makes: it is the one that knows
+            # whether a connection is up.
+            maxDelay = RECONNECT_MAX_DELAY
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        address = self.address
+        self._sentinel = txredisapi.Sentinel(list(address.sentinels))
+        # While the primary is marked down, a Sentinel's answer does not count, and txredisapi
+        # waits this long for a better one before it tries again: 10 s by default, which would
+        # keep limits off long after a failover has completed.
+        self._sentinel.discovery_timeout = SENTINEL_DISCOVERY_TIMEOUT
+        self._sentinel.master_for(
+            address.service,
+            factory_class=Factory,
+            dbid=address.db,
+            poolsize=1,
+            isLazy=True,
+            charset="utf-8",
+            password=address.password,
+            convertNumbers=False,
+            username=address.username,
+        )
+        (self._factory,) = made
+
+    def execute(self, *args: object) -> Deferred:
+        if self._factory is None:
+            raise txredisapi.ConnectionError("not started")
+        return self._factory.handler.execute_command(*args)
+
+    def stop(self) -> Deferred:
+        if self._factory is None:
+            return succeed(None)
+        return gatherResults(
+            [self._factory.disconnect(), self._sentinel.disconnect()], consumeErrors=True
+        )
+
+
+def connection_for(address: RedisAddress, reactor) -> IRedisConnection:
+    """The connection that reaches C{address}: to one server, or to Sentinel's primary."""
+    if address.scheme == "redis+sentinel":
+        return SentinelRedisConnection(address)
+    return RedisConnection(address, reactor)
