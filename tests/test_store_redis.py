@@ -245,6 +245,8 @@ def test_the_store_and_the_connection_provide_their_interfaces():
     assert verifyObject(IRedisConnection, FakeConnection())
     real = RedisConnection(parse_redis_url("redis://127.0.0.1:1/0"), MemoryReactorClock())
     assert verifyObject(IRedisConnection, real) and real.connected is False
+    sentinel = connection_for(parse_redis_url("redis+sentinel://127.0.0.1:1/m/0"), None)
+    assert verifyObject(IRedisConnection, sentinel) and sentinel.connected is False
 
 
 def test_a_decision_is_one_evalsha_of_the_script_on_the_namespaced_key():
