@@ -50,6 +50,10 @@ setup(
         # /metrics: the Prometheus text format (and its escaping and histogram rules) and the
         # process collector, from the reference client rather than written again here.
         "prometheus_client",
+        # [store] backend = redis: the Redis client. Twisted-native (Deferreds, no threads),
+        # maintained, with EVALSHA/SCRIPT LOAD for the rate-limit script, reconnection with
+        # back-off, and Sentinel (redis+sentinel:// URLs).
+        "txredisapi",
         # Debian's PyPy is Python 3.9; the newer releases of these no longer build or run there.
         'cryptography<44; platform_python_implementation == "PyPy"',
         'pyOpenSSL<25; platform_python_implementation == "PyPy"',

@@ -27,6 +27,7 @@ from twistgate.config import (
     load_config,
     parse_config,
 )
+from twistgate.stores.address import RedisAddress
 
 
 def fake_jwt(section):
@@ -251,13 +252,71 @@ def test_status_section():
 def test_store_section():
     assert parse("[store]\n").store == StoreSettings(backend="memory", url=None)
     config = parse("[store]\nbackend = redis\nurl = redis://127.0.0.1:6379/0\n")
-    assert config.store == StoreSettings(backend="redis", url="redis://127.0.0.1:6379/0")
+    assert config.store == StoreSettings(
+        backend="redis",
+        url="redis://127.0.0.1:6379/0",
+        address=RedisAddress("redis", host="127.0.0.1", port=6379, db=0),
+        store_timeout=0.05,
+        nodes=None,
+    )
     assert problems("[store]\nbackend = redis\n") == ["gw.ini: [store] url: required"]
     assert problems("[store]\nbackend = redis\nurl = http://x/\n") == [
         "gw.ini: [store] url: 'http://x/' is not a redis URL (use redis://host:6379/0)"
     ]
     assert problems("[store]\nbackend = rediss\n") == [
         "gw.ini: [store] backend: 'rediss' is not one of memory, redis (did you mean 'redis'?)"
+    ]
+
+
+def test_store_redis_timeout_and_nodes():
+    config = parse(
+        "[store]\nbackend = redis\nurl = redis://:s3cret@redis.internal:6380/2\n"
+        "store_timeout = 20ms\nnodes = 3\n"
+    )
+    store = config.store
+    assert store.store_timeout == pytest.approx(0.02)
+    assert store.nodes == 3
+    assert store.address == RedisAddress(
+        "redis", host="redis.internal", port=6380, db=2, password="s3cret"
+    )
+    # An address is logged: its password never is.
+    assert "s3cret" not in repr(store.address) and "s3cret" not in str(store.address)
+    assert str(store.address) == "redis://redis.internal:6380/2"
+    assert parse("[store]\nbackend = redis\nurl = unix:///run/r.sock?db=1\n").store.address == (
+        RedisAddress("unix", path="/run/r.sock", db=1)
+    )
+    sentinel = parse(
+        "[store]\nbackend = redis\nurl = redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2/main/3\n"
+    ).store.address
+    assert sentinel == RedisAddress(
+        "redis+sentinel", db=3, password="pw",
+        sentinels=(("10.0.0.1", 26379), ("10.0.0.2", 26379)), service="main",
+    )
+    assert str(sentinel) == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main/3"
+
+
+def test_store_problems_are_one_line_each():
+    assert problems(
+        "[store]\nbackend = redis\nurl = redis://h/x\nstore_timeout = 50\nnodes = 0\n"
+    ) == [
+        "gw.ini: [store] url: 'redis://h/x': the database 'x' is not a number "
+        "(use redis://host:6379/0)",
+        "gw.ini: [store] store_timeout: '50' is not a duration (use 250ms, 30s, 5m, 1h)",
+        "gw.ini: [store] nodes: '0' is not a whole number of 1 or more",
+    ]
+    assert problems("[store]\nbackend = redis\nurl = redis://h\nstore_timeout = 0\n") == [
+        "gw.ini: [store] store_timeout: '0' must be longer than 0"
+    ]
+    assert problems("[store]\nbackend = redis\nurl = redis+sentinel://s1:26379\n") == [
+        "gw.ini: [store] url: 'redis+sentinel://s1:26379' names no primary "
+        "(use redis+sentinel://host:26379,host2:26379/mymaster/0)"
+    ]
+    assert problems("[store]\nbackend = redis\nurl = redis+sentinel://s1:x/m\n") == [
+        "gw.ini: [store] url: 'redis+sentinel://s1:x/m': 's1:x' is not a Sentinel host:port "
+        "(use redis+sentinel://host:26379,host2:26379/mymaster/0)"
+    ]
+    assert problems("[store]\nbackend = redis\nurl = redis://h\nnode = 3\n") == [
+        "gw.ini: [store] node: unknown key (did you mean 'nodes'?)"
     ]
 
 

@@ -16,7 +16,7 @@ from twistgate.config import SectionError, parse_config
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose, filter_factories
 from twistgate.filters.ratelimit import KeySpec, RateLimit, RateLimitFactory, parse_key
-from twistgate.stores import Decision, IRateLimitStore
+from twistgate.stores import Decision, IRateLimitStore, StoreUnavailable
 from twistgate.stores.memory import MemoryRateLimitStore
 
 FACTORY = RateLimitFactory()
@@ -344,17 +344,18 @@ def test_two_filters_sharing_a_store_never_share_a_budget():
     assert codes(b, upstream, 2) == [200, 429]
 
 
-def test_a_redis_store_in_the_config_is_not_silently_ignored():
-    config = parse_config(
-        "[store]\nbackend = redis\nurl = redis://127.0.0.1:6379/0\n",
-        filter_factories={"ratelimit": FACTORY.validate},
-    )
-    settings = FACTORY.validate({"rate": "5/10s"})
-    with capturedLogs() as events:
-        f = FACTORY.build("limit", settings, FilterServices(Clock(), config, {}, None))
-    assert isinstance(f.store, MemoryRateLimitStore)
-    (warning,) = [e for e in events if e["log_level"] == LogLevel.warn]
-    assert warning["backend"] == "redis" and warning["filter"] == "limit"
+def test_every_limit_counts_in_the_store_the_gateway_shares():
+    config = parse_config("[store]\n", filter_factories={"ratelimit": FACTORY.validate})
+    shared = MemoryRateLimitStore(Clock())
+    services = FilterServices(Clock(), config, {}, None, rate_limit_store=shared)
+    a = FACTORY.build("a", FACTORY.validate({"rate": "5/10s"}), services)
+    b = FACTORY.build("b", FACTORY.validate({"rate": "5/10s"}), services)
+    assert a.store is b.store is shared
+    # Without a shared store (backend = memory), each limit has a store of its own.
+    alone = FilterServices(Clock(), config, {}, None)
+    c = FACTORY.build("c", FACTORY.validate({"rate": "5/10s"}), alone)
+    d = FACTORY.build("d", FACTORY.validate({"rate": "5/10s"}), alone)
+    assert isinstance(c.store, MemoryRateLimitStore) and c.store is not d.store
 
 
 # --- a failing store --------------------------------------------------------------------------
@@ -387,6 +388,20 @@ def test_a_failing_store_lets_requests_pass_and_counts_and_logs_the_failures():
     # Only what is known without a decision: the policy, no budget figures.
     assert header(replies[0], b"ratelimit-policy") == '"limit";q=1;w=60'
     assert header(replies[0], b"ratelimit-limit") == "1"
+    assert header(replies[0], b"ratelimit-remaining") is None
+
+
+def test_a_store_that_says_it_is_down_is_counted_but_not_logged_again_by_the_filter():
+    class DownStore:
+        def acquire(self, key, now, emission_interval, tolerance, cost=1):
+            return fail(StoreUnavailable("the rate-limit store (redis) is down"))
+
+    upstream = Upstream()
+    f = limit(rate="1/1m", store=DownStore())
+    with capturedLogs() as events:
+        replies = [send(f, upstream) for _ in range(3)]
+    assert [r.code for r in replies] == [200] * 3 and f.store_failures == 3
+    assert [e for e in events if e["log_level"] >= LogLevel.warn] == []
     assert header(replies[0], b"ratelimit-remaining") is None
 
 

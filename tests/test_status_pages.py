@@ -466,3 +466,22 @@ def test_admin_reload_on_a_real_gateway_applies_the_file():
     status, body = post(gw.status.site, b"/admin/reload")
     assert (status, body) == (200, {"reloaded": True})
     assert gw.runtime.routes.match(b"/shop/1") is not None
+
+
+def test_the_rate_limit_store_state_shows_on_metrics_and_status_json():
+    _, report = get_json(make_gateway().status.site, b"/status.json")
+    assert report["store"] == {"backend": "memory", "state": "up"}
+    gw = make_gateway(CONFIG + "[store]\nbackend = redis\nurl = redis://:pw@127.0.0.1:1/0\n"
+                      "nodes = 3\n")
+    store = gw.runtime.rate_limit_store
+    store.state, store.outages, store.errors, store.local_decisions = "down", 2, 5, 40
+    samples = metrics(gw)
+    assert value(samples, "twistgate_store_up", backend="redis") == 0
+    assert value(samples, "twistgate_store_outages_total", backend="redis") == 2
+    assert value(samples, "twistgate_store_errors_total", backend="redis") == 5
+    assert value(samples, "twistgate_store_local_decisions_total", backend="redis") == 40
+    _, report = get_json(gw.status.site, b"/status.json")
+    assert report["store"] == {
+        "backend": "redis", "address": "redis://127.0.0.1:1/0", "state": "down", "outages": 2,
+        "errors": 5, "local_decisions": 40, "nodes": 3, "store_timeout_ms": 50.0,
+    }

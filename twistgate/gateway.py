@@ -128,6 +128,14 @@ class Gateway(MultiService):
             log.warn("workers changed from {old} to {new}: that takes a restart",
                      old=old.config.gateway.workers, new=settings.workers)
         self._update_checkers()
+        if self.runtime.rate_limit_store is not old.rate_limit_store:
+            # [store] changed: the new store serves new requests; the old one's calls in flight
+            # fail when it closes, and those requests pass (fail open), as in any outage.
+            if self.running and self.runtime.rate_limit_store is not None:
+                self.runtime.rate_limit_store.start()
+            if old.rate_limit_store is not None:
+                old.rate_limit_store.stop().addErrback(
+                    lambda failure: log.failure("closing the old rate-limit store", failure))
         for name, upstream in old.upstreams.items():
             if self.runtime.upstreams.get(name) is not upstream:
                 upstream.close()
@@ -200,6 +208,11 @@ class Gateway(MultiService):
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
             # twistd rotates its own --logfile on SIGUSR1: the access log joins in, not replaces.
             self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_usr1)
+        # The shared store connects before the listeners open, so that the first requests find
+        # it connected (or at least connecting: a call waits at most store_timeout).
+        store = self.runtime.rate_limit_store
+        if store is not None:
+            store.start()
         super().startService()
         # Everything loaded so far (Twisted, the config, the runtime) lives as long as the
         # process: moving it out of the collector's sight makes each full collection scan only
@@ -241,7 +254,16 @@ class Gateway(MultiService):
         drained.addErrback(self._drain_timed_out)
         d = gatherResults([stopped, drained])
         d.addCallback(lambda _: gatherResults([u.close() for u in self.runtime.upstreams.values()]))
+        d.addCallback(self._stop_store)
         d.addCallback(self._stopped)
+        return d
+
+    def _stop_store(self, _) -> Deferred[None] | None:
+        store = self.runtime.rate_limit_store
+        if store is None:
+            return None
+        d = store.stop()
+        d.addErrback(lambda failure: log.failure("closing the rate-limit store", failure))
         return d
 
     def _stopped(self, _) -> None:

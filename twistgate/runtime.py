@@ -11,10 +11,13 @@ from collections.abc import Mapping
 
 from twisted.internet.interfaces import IReactorTime
 
-from twistgate.config import GatewayConfig, RouteConfig
+from twistgate.config import GatewayConfig, RouteConfig, StoreSettings
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose
 from twistgate.headers import TrustedProxies
 from twistgate.router import DEFAULT_ALLOW, RouteTable
+from twistgate.stores import IRateLimitStore
+from twistgate.stores.redis import RedisRateLimitStore
+from twistgate.stores.redis_connection import connection_for
 from twistgate.upstream.forward import Forwarder
 from twistgate.upstream.upstream import Upstream
 
@@ -58,8 +61,12 @@ class Runtime:
     """Everything a request needs, built from one configuration."""
 
     def __init__(self, config: GatewayConfig, routes: list, upstreams: dict, filters: dict,
-                 trusted: TrustedProxies, services: FilterServices):
+                 trusted: TrustedProxies, services: FilterServices, rate_limit_store=None):
         self.config = config
+        #: The shared rate-limit store (a L{RedisRateLimitStore}), or None with ``memory``. The
+        #: gateway starts and stops it: it is built here, once, and kept across reloads while
+        #: the ``[store]`` section stays the same.
+        self.rate_limit_store = rate_limit_store
         self.routes = RouteTable(routes)
         self.route_list = routes
         self.upstreams = upstreams
@@ -76,6 +83,20 @@ class Runtime:
         self.drop_underscores = config.gateway.underscores_in_headers == "drop"
 
 
+def build_rate_limit_store(store: StoreSettings, reactor: IReactorTime):
+    """The shared rate-limit store that C{store} describes (not started yet), or None."""
+    if store.backend != "redis":
+        return None
+    address = store.address
+    return RedisRateLimitStore(
+        connection_for(address, reactor),
+        reactor,
+        timeout=store.store_timeout,
+        nodes=store.nodes,
+        description=str(address),
+    )
+
+
 def build_runtime(
     config: GatewayConfig,
     reactor: IReactorTime,
@@ -87,7 +108,9 @@ def build_runtime(
 
     With C{previous} (a reload), every upstream and filter whose settings did not change is
     taken over as it is, so that it keeps its keep-alive connections, health state, rate
-    counters, breaker state or cache; the rest is built anew.
+    counters, breaker state or cache; the rest is built anew. The shared rate-limit store is
+    taken over while ``[store]`` is unchanged; when it changes, every rate limit is built anew on
+    the new store (the gateway starts the new store and stops the old).
     """
     settings = config.gateway
     trusted = TrustedProxies(settings.trusted_proxies)
@@ -103,6 +126,12 @@ def build_runtime(
         else:
             upstreams[name] = Upstream(upstream_config, reactor, settings.connect_timeout)
 
+    if previous is not None and previous.config.store == config.store:
+        rate_limit_store = previous.rate_limit_store
+    else:
+        rate_limit_store = build_rate_limit_store(config.store, reactor)
+    store_changed = previous is not None and rate_limit_store is not previous.rate_limit_store
+
     if previous is not None:
         # Filters taken over keep the services they were built with: the same object, now
         # naming the new upstreams, so that a fallback reaches what the new config says.
@@ -111,14 +140,18 @@ def build_runtime(
         services.upstreams.clear()
         services.upstreams.update(upstreams)
         services.forwarder = forwarder
+        services.rate_limit_store = rate_limit_store
     else:
-        services = FilterServices(reactor, config, dict(upstreams), forwarder)
+        services = FilterServices(reactor, config, dict(upstreams), forwarder, rate_limit_store)
 
     old_filters = previous.filters if previous is not None else {}
     filters: dict[str, IFilter] = {}
     for name, section in config.filters.items():
         old = old_filters.get(name)
-        if old is not None and previous.config.filters.get(name) == section:
+        if old is not None and previous.config.filters.get(name) == section and not (
+            # A limit counting in the old store must move to the new one.
+            store_changed and IRateLimitStore.providedBy(getattr(old, "store", None))
+        ):
             filters[name] = old
         else:
             filters[name] = (factories or {})[section.use].build(name, section.settings, services)
@@ -131,4 +164,4 @@ def build_runtime(
         ]
         chain += [filters[name] for name in route.filters]
         routes.append(Route(route, upstreams[route.upstream], compose(chain, forwarder.forward)))
-    return Runtime(config, routes, upstreams, filters, trusted, services)
+    return Runtime(config, routes, upstreams, filters, trusted, services, rate_limit_store)

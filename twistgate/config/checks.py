@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -39,6 +38,7 @@ from twistgate.config.section import _Section
 from twistgate.config.values import (
     _BACKENDS,
     _BALANCES,
+    _DIGITS,
     _NAME,
     _NAMED_SECTIONS,
     _check_endpoint,
@@ -52,6 +52,7 @@ from twistgate.config.values import (
     _template_names,
     parse_target,
 )
+from twistgate.stores.address import parse_redis_url
 from twistgate.units import parse_positive_duration as _positive_duration
 
 #: The IANA HTTP Method Registry (RFC 9110 §16.1): RFC 9110's methods, PATCH (RFC 5789), WebDAV
@@ -64,6 +65,13 @@ REGISTERED_METHODS = frozenset(
     BASELINE-CONTROL CHECKIN CHECKOUT UNCHECKOUT LABEL MERGE MKACTIVITY MKWORKSPACE REPORT
     UPDATE VERSION-CONTROL""".split()
 )
+
+
+def _parse_nodes(text: str) -> int:
+    """[store] nodes: how many gateway processes share the store, 1 or more."""
+    if not _DIGITS.match(text) or int(text) < 1:
+        raise ValueError(f"'{text}' is not a whole number of 1 or more")
+    return int(text)
 
 
 def config_warnings(config: GatewayConfig) -> list[str]:
@@ -206,30 +214,18 @@ class _SectionChecks:
         return StatusSettings(listen=listen)
 
     def store(self, s: _Section) -> StoreSettings:
-        s.allow(["backend", "url"])
+        s.allow(["backend", "url", "store_timeout", "nodes"])
         backend = s.text("backend") or "memory"
         if backend not in _BACKENDS:
             s.problem(
                 "backend", f"'{backend}' is not one of memory, redis" + _suggest(backend, _BACKENDS)
             )
         url = s.text("url", required=backend == "redis")
-        if url is not None:
-            try:
-                parts = urlsplit(url)
-                _ = parts.port  # raises ValueError for a bad port
-                ok = parts.scheme in ("redis", "rediss", "unix") and bool(
-                    parts.hostname or parts.path
-                )
-                ok = ok and (
-                    parts.scheme == "unix"
-                    or parts.path.strip("/").isdigit()
-                    or not parts.path.strip("/")
-                )
-            except ValueError:
-                ok = False
-            if not ok:
-                s.problem("url", f"'{url}' is not a redis URL (use redis://host:6379/0)")
-        return StoreSettings(backend=backend, url=url)
+        address = s.get("url", parse_redis_url)
+        store_timeout = s.get("store_timeout", _positive_duration, 0.05)
+        nodes = s.get("nodes", _parse_nodes)
+        return StoreSettings(backend=backend, url=url, address=address,
+                             store_timeout=store_timeout, nodes=nodes)
 
     def upstream(self, s: _Section, name: str) -> UpstreamConfig | None:
         defaults = UpstreamConfig(name=name, targets=(), weights=())

@@ -13,6 +13,8 @@ from typing import Callable
 
 import attrs
 
+from twistgate.stores.address import RedisAddress
+
 
 class ConfigError(Exception):
     """Raised with every problem found; .problems is a list of complete lines."""
@@ -114,10 +116,23 @@ class StatusSettings:
 
 @attrs.frozen
 class StoreSettings:
-    """The ``[store]`` section: where rate-limit counters and cached responses live."""
+    """
+    The ``[store]`` section: where rate-limit counters (and, later, cached responses) live.
+
+    @ivar backend: C{"memory"} or C{"redis"}.
+    @ivar url: the URL as written, for messages; C{address} is what it says.
+    @ivar address: the Redis server (L{twistgate.stores.address.RedisAddress}) with ``redis``.
+    @ivar store_timeout: seconds any one call to the store may take before the request goes on
+        without it (the store is then down until it answers again).
+    @ivar nodes: how many gateway processes share the store, or None when unknown: while the
+        store is down, each counts locally at ``limit / nodes`` (else requests pass unlimited).
+    """
 
     backend: str = "memory"
     url: str | None = None
+    address: RedisAddress | None = None
+    store_timeout: float = 0.05
+    nodes: int | None = None
 
 
 @attrs.frozen

@@ -22,9 +22,15 @@ def format_summary(config: GatewayConfig) -> str:
     out = [f"listen: {' '.join(gw.listen)}"]
     if config.status is not None:
         out.append(f"status: {' '.join(config.status.listen)}")
-    out.append(
-        f"store: {config.store.backend}" + (f" {config.store.url}" if config.store.url else "")
-    )
+    store = config.store
+    # The parsed address, not the URL: a password in the URL is not for the terminal.
+    where = str(store.address) if store.address is not None else store.url
+    line = f"store: {store.backend}" + (f" {where}" if where else "")
+    if store.backend == "redis":
+        line += f" (store_timeout {units.format_duration(store.store_timeout)}" + (
+            f", nodes {store.nodes})" if store.nodes else ")"
+        )
+    out.append(line)
 
     out.append(f"routes ({len(config.routes)}):")
     for route in config.routes:

@@ -84,16 +84,19 @@ class FilterServices:
     @ivar config: the whole L{twistgate.config.GatewayConfig}.
     @ivar upstreams: the L{twistgate.upstream.upstream.Upstream}s by name.
     @ivar forwarder: the L{twistgate.upstream.forward.Forwarder} of the configuration in force.
+    @ivar rate_limit_store: the L{twistgate.stores.IRateLimitStore} every rate limit shares
+        (``[store] backend = redis``), or None: then each limit keeps a memory store of its own.
 
     A filter kept across a reload keeps this object, which then names the new configuration's
     upstreams and forwarder.
     """
 
-    def __init__(self, reactor, config, upstreams: dict, forwarder):
+    def __init__(self, reactor, config, upstreams: dict, forwarder, rate_limit_store=None):
         self.reactor = reactor
         self.config = config
         self.upstreams = upstreams
         self.forwarder = forwarder
+        self.rate_limit_store = rate_limit_store
 
     def forward(self, exchange: Exchange, upstream_name: str) -> Deferred[Reply]:
         """

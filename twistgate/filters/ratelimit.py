@@ -36,7 +36,13 @@ from twistgate import units
 from twistgate.exchange import Exchange, Reply
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
 from twistgate.filters.sections import SectionReader
-from twistgate.stores import EPSILON, Decision, IRateLimitStore, ISynchronousRateLimitStore
+from twistgate.stores import (
+    EPSILON,
+    Decision,
+    IRateLimitStore,
+    ISynchronousRateLimitStore,
+    StoreUnavailable,
+)
 from twistgate.stores.memory import MemoryRateLimitStore
 
 log = Logger()
@@ -310,7 +316,8 @@ class RateLimit:
         # Fail open: an outage of the store must not become an outage of the API.
         self.store_failures += 1
         now = self._seconds_now()
-        if now >= self._next_failure_log:
+        # A store that knows it is down (StoreUnavailable) has logged the episode itself.
+        if not failure.check(StoreUnavailable) and now >= self._next_failure_log:
             self._next_failure_log = now + _FAILURE_LOG_EVERY
             log.failure(
                 "ratelimit {filter}: the store failed, so requests pass unlimited "
@@ -361,18 +368,10 @@ class RateLimitFactory:
     def build(self, name: str, settings: RateLimitSettings, services: FilterServices) -> RateLimit:
         """
         The limit of section C{name}. Its store is C{services.rate_limit_store} where the gateway
-        provides one (shared by every limit, and kept across reloads), else a memory store of
-        its own.
+        provides one (with ``[store] backend = redis``: shared by every limit, and kept across
+        reloads), else a memory store of its own.
         """
         store = getattr(services, "rate_limit_store", None)
         if store is None:
             store = MemoryRateLimitStore(services.reactor)
-            config = getattr(services, "config", None)
-            if config is not None and config.store.backend != "memory":
-                log.warn(
-                    "ratelimit {filter}: [store] backend = {backend} is not available in this "
-                    "release; counting in this process's memory",
-                    filter=name,
-                    backend=config.store.backend,
-                )
         return RateLimit(name, settings, services.reactor, store)

@@ -41,6 +41,17 @@ def rate_limits(runtime):
             yield name, candidate
 
 
+def store_figures(runtime) -> dict:
+    """
+    The rate-limit store's state: with ``memory`` always up; with ``redis``, whether it answers
+    and how often it did not (L{twistgate.stores.redis.RedisRateLimitStore.figures}).
+    """
+    store = getattr(runtime, "rate_limit_store", None)
+    if store is None:
+        return {"backend": "memory", "state": "up"}
+    return store.figures()
+
+
 class GatewayCollector:
     """
     A prometheus_client collector reading a gateway at scrape time.
@@ -183,6 +194,27 @@ class GatewayCollector:
         yield rejections
         yield shadow
         yield failures
+
+        store = store_figures(runtime)
+        backend = [store["backend"]]
+        up = GaugeMetricFamily(
+            "twistgate_store_up",
+            "Whether the rate-limit store answers: 1 up, 0 down (requests then pass, or are "
+            "limited locally at limit/nodes).",
+            labels=["backend"],
+        )
+        up.add_metric(backend, 1 if store["state"] == "up" else 0)
+        yield up
+        for key, metric, text in (
+            ("outages", "twistgate_store_outages", "Times the rate-limit store went down."),
+            ("errors", "twistgate_store_errors",
+             "Calls to the rate-limit store that failed or took longer than store_timeout."),
+            ("local_decisions", "twistgate_store_local_decisions",
+             "Rate-limit decisions made locally (limit/nodes) while the store was down."),
+        ):
+            family = CounterMetricFamily(metric, text, labels=["backend"])
+            family.add_metric(backend, store.get(key, 0))
+            yield family
 
         yield GaugeMetricFamily(
             "twistgate_in_flight_requests",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from twistgate import __version__
-from twistgate.status.metrics import breakers, rate_limits
+from twistgate.status.metrics import breakers, rate_limits, store_figures
 from twistgate.status.process import ProcessMonitor
 from twistgate.status.traffic import COUNT, UNROUTED, Series, Traffic, percentile
 
@@ -96,6 +96,7 @@ def status_report(gateway, traffic: Traffic, monitor: ProcessMonitor, now: float
         ],
         "cache": _cache(traffic),
         "ratelimit": _rate_limits(runtime),
+        "store": store_figures(runtime),
         "history": _history(traffic, monitor, clock),
     }
     return report

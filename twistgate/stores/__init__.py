@@ -3,7 +3,7 @@ Where the state that filters share between requests lives: rate-limit counters (
 cached responses), behind one interface per kind of state.
 
 A store is the boundary between a filter and its state, so that the same filter runs on memory
-(memory.py: one process counts on its own) or on Redis (redis.py, to come: every process and every
+(memory.py: one process counts on its own) or on Redis (redis.py: every process and every
 gateway that share one Redis count as one). Like every boundary in the gateway, a store answers
 with a Deferred, even when, as in memory, the answer is ready at once.
 
@@ -18,7 +18,13 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-__all__ = ["EPSILON", "Decision", "IRateLimitStore", "ISynchronousRateLimitStore"]
+__all__ = [
+    "EPSILON",
+    "Decision",
+    "IRateLimitStore",
+    "ISynchronousRateLimitStore",
+    "StoreUnavailable",
+]
 
 #: Seconds by which a request may come early and still find its slot free. The clock is a float
 #: of seconds since 1970, which resolves about 0.24 microseconds today, and a slot that frees "at"
@@ -26,6 +32,14 @@ __all__ = ["EPSILON", "Decision", "IRateLimitStore", "ISynchronousRateLimitStore
 #: its slot frees could be refused because of the last bit of a float. One microsecond is far
 #: below anything a client can aim at, so the limit is exact for every purpose but this one.
 EPSILON = 1e-6
+
+
+class StoreUnavailable(Exception):
+    """
+    A store's failure that it has already reported: it knows it cannot reach its backend (Redis
+    is down) and has logged the episode, so the filter counts the request that passes without a
+    decision but logs nothing more.
+    """
 
 
 class Decision:

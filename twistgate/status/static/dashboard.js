@@ -211,6 +211,9 @@
     setText("cache-hits", fmtInt(data.cache.hits));
     setText("cache-lookups", fmtInt(data.cache.lookups));
     setText("ratelimit-rejections", fmtInt(data.ratelimit.rejections));
+    /* "store: down" while Redis does not answer: limits are then local or off (docs/scaling.md). */
+    setText("store-state", data.store.backend === "memory" ? "memory" : data.store.backend + " " + data.store.state);
+    $("store-state").className = data.store.state === "up" ? "" : "state bad";
     var open = data.circuits.filter(function (c) { return c.state !== "closed"; }).length;
     setText("open-circuits", fmtInt(open));
     setText("circuit-count", fmtInt(data.circuits.length));

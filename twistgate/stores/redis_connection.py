@@ -1,0 +1,184 @@
+"""
+One connection to a Redis server, through txredisapi, that reconnects by itself.
+
+The Redis rate-limit store (redis.py) talks to Redis through L{IRedisConnection} only: a command
+in, a Deferred out, and whether a connection is up right now. This module is the txredisapi side
+of that: a L{txredisapi.RedisFactory} with one connection, connected through an endpoint made
+with the gateway's reactor (TCP, TLS with the certificate checked, or a unix socket), which
+txredisapi's own ClientService reconnects with back-off when it is lost. With Sentinel
+(L{SentinelRedisConnection}), txredisapi asks the Sentinels where the primary is before every
+connection, and drops the connection when the primary it reaches is no longer one (a failover).
+"""
+
+from __future__ import annotations
+
+import txredisapi
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    UNIXClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.ssl import optionsForClientTLS
+from zope.interface import Attribute, Interface, implementer
+
+from twistgate.stores.address import RedisAddress
+
+__all__ = ["IRedisConnection", "RedisConnection", "SentinelRedisConnection", "connection_for"]
+
+#: Seconds before the first reconnection attempt, and the most between two. txredisapi's own
+#: defaults (1 s, growing to 10 s) would leave limits off for up to 10 s after Redis is back;
+#: one attempt a second costs a dead server nothing.
+RECONNECT_INITIAL_DELAY = 0.1
+RECONNECT_MAX_DELAY = 1.0
+
+#: Seconds txredisapi waits for a Sentinel to name a primary in good standing.
+SENTINEL_DISCOVERY_TIMEOUT = 1.0
+
+
+class IRedisConnection(Interface):
+    """What the Redis store needs of a connection."""
+
+    connected = Attribute("Whether a connection to Redis is established and ready right now.")
+
+    def start() -> None:
+        """Start connecting (and reconnecting whenever the connection is lost)."""
+
+    def execute(*args: object) -> Deferred:
+        """
+        Send one command (C{"EVALSHA", sha, 1, key, ...}); the Deferred fires with the reply or
+        fails with the error Redis answered (L{txredisapi.ResponseError}) or a lost connection.
+        Without a connection it waits for one: the caller bounds the wait.
+        """
+
+    def stop() -> Deferred:
+        """Stop reconnecting and close the connection; the Deferred fires once it is closed."""
+
+
+def endpoint_for(address: RedisAddress, reactor, connect_timeout: float):
+    """The Twisted client endpoint that reaches C{address}."""
+    if address.scheme == "unix":
+        return UNIXClientEndpoint(reactor, address.path, timeout=connect_timeout)
+    endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=connect_timeout)
+    if address.scheme == "rediss":
+        # Verified TLS (service-identity checks the host name), not txredisapi's bare
+        # ClientContextFactory, which checks nothing.
+        endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+    return endpoint
+
+
+@implementer(IRedisConnection)
+class RedisConnection:
+    """
+    A txredisapi connection to one Redis server, made through the gateway's reactor.
+
+    @ivar address: where it connects.
+    """
+
+    def __init__(self, address: RedisAddress, reactor, connect_timeout: float = 2.0):
+        self.address = address
+        self._endpoint = endpoint_for(address, reactor, connect_timeout)
+        # Replies are kept as Redis sent them (convertNumbers=False): the script's figures are
+        # strings on purpose, and must not be turned into numbers by guesswork.
+        self._factory = txredisapi.RedisFactory(
+            str(address),
+            address.db,
+            1,
+            isLazy=True,
+            handler=txredisapi.ConnectionHandler,
+            charset="utf-8",
+            password=address.password,
+            convertNumbers=False,
+            username=address.username,
+        )
+        self._factory.initialDelay = RECONNECT_INITIAL_DELAY
+        self._factory.maxDelay = RECONNECT_MAX_DELAY
+        self._started = False
+
+    @property
+    def connected(self) -> bool:
+        return self._factory.size > 0
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._factory.startConnecting(self._endpoint)
+
+    def execute(self, *args: object) -> Deferred:
+        return self._factory.handler.execute_command(*args)
+
+    def stop(self) -> Deferred:
+        return self._factory.disconnect()
+
+
+@implementer(IRedisConnection)
+class SentinelRedisConnection:
+    """
+    A txredisapi connection to the primary that a set of Sentinels names.
+
+    txredisapi's Sentinel support connects through the global reactor (it has no other way), so
+    this class takes none: the gateway runs on that reactor anyway, and tests use a real one.
+
+    @ivar address: the Sentinels and the service name (``redis+sentinel://...``).
+    """
+
+    def __init__(self, address: RedisAddress):
+        self.address = address
+        self._sentinel: txredisapi.Sentinel | None = None
+        self._factory: txredisapi.SentinelConnectionFactory | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._factory is not None and self._factory.size > 0
+
+    def start(self) -> None:
+        if self._factory is not None:
+            return
+        made: list[txredisapi.SentinelConnectionFactory] = []
+
+        class Factory(txredisapi.SentinelConnectionFactory):
+            # The public way to reach the factory master_for makes: it is the one that knows
+            # whether a connection is up.
+            maxDelay = RECONNECT_MAX_DELAY
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        address = self.address
+        self._sentinel = txredisapi.Sentinel(list(address.sentinels))
+        # While the primary is marked down, a Sentinel's answer does not count, and txredisapi
+        # waits this long for a better one before it tries again: 10 s by default, which would
+        # keep limits off long after a failover has completed.
+        self._sentinel.discovery_timeout = SENTINEL_DISCOVERY_TIMEOUT
+        self._sentinel.master_for(
+            address.service,
+            factory_class=Factory,
+            dbid=address.db,
+            poolsize=1,
+            isLazy=True,
+            charset="utf-8",
+            password=address.password,
+            convertNumbers=False,
+            username=address.username,
+        )
+        (self._factory,) = made
+
+    def execute(self, *args: object) -> Deferred:
+        if self._factory is None:
+            raise txredisapi.ConnectionError("not started")
+        return self._factory.handler.execute_command(*args)
+
+    def stop(self) -> Deferred:
+        if self._factory is None:
+            return succeed(None)
+        return gatherResults(
+            [self._factory.disconnect(), self._sentinel.disconnect()], consumeErrors=True
+        )
+
+
+def connection_for(address: RedisAddress, reactor) -> IRedisConnection:
+    """The connection that reaches C{address}: to one server, or to Sentinel's primary."""
+    if address.scheme == "redis+sentinel":
+        return SentinelRedisConnection(address)
+    return RedisConnection(address, reactor)
