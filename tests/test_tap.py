@@ -70,3 +70,25 @@ def test_config_warnings_are_logged_at_start_up_and_on_every_reload(tmp_path):
         options.load_config()  # what a reload calls
     logged = [event["warning"] for event in events if event.get("log_level").name == "warn"]
     assert logged == [warning, warning]
+
+
+def test_one_worker_runs_the_gateway_in_the_twistd_process(tmp_path):
+    from twistgate.gateway import Gateway
+
+    path = write(tmp_path, "[gateway]\nlisten = tcp:0:interface=127.0.0.1\nworkers = 1\n"
+                           "[route:u]\nprefix = /u\nupstream = http://127.0.0.1:1\n")
+    options = tap.Options()
+    options.parseOptions(["--config", path])
+    assert [type(s) for s in tap.makeService(options)] == [Gateway]
+
+
+def test_more_workers_run_a_parent_that_binds_nothing_until_it_starts(tmp_path):
+    from twistgate.workers.parent import Supervisor
+
+    path = write(tmp_path, "[gateway]\nlisten = tcp:0:interface=127.0.0.1\nworkers = 2\n"
+                           "[route:u]\nprefix = /u\nupstream = http://127.0.0.1:1\n")
+    options = tap.Options()
+    options.parseOptions(["--config", path])
+    (supervisor,) = tap.makeService(options)
+    assert isinstance(supervisor, Supervisor)
+    assert supervisor.count == 2 and supervisor.sockets.ports == {}

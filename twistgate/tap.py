@@ -4,7 +4,8 @@ What twistd calls: the command-line options of ``twistd twistgate`` and the serv
 This module wires the pieces together and decides nothing: the configuration is validated in
 L{Options.postOptions} (so a broken gw.ini stops twistd with one line per problem and exit 1),
 and L{makeService} returns a L{MultiService} of the listeners, the health checkers and, with
-``--demo``, the example services.
+``--demo``, the example services; with ``workers`` above 1, of the parent of the workers
+(L{twistgate.workers.parent.Supervisor}) instead of the gateway.
 """
 
 from __future__ import annotations
@@ -81,8 +82,15 @@ def makeService(options: Options) -> MultiService:
 
         demo_service().setServiceParent(top)
     warn_about_unbuilt_features(options.gateway_config)
-    gateway = Gateway(
-        options.gateway_config, reactor, options.factories, load=options.load_config
-    )
+    config = options.gateway_config
+    if config.gateway.workers > 1:
+        # A parent holding the sockets and N worker processes; with one worker none of that
+        # exists and the gateway runs here, as it always has.
+        from twistgate.workers.parent import Supervisor
+
+        Supervisor(config, reactor, options["config"], load=options.load_config).setServiceParent(
+            top)
+        return top
+    gateway = Gateway(config, reactor, options.factories, load=options.load_config)
     gateway.setServiceParent(top)
     return top

@@ -1,0 +1,183 @@
+"""
+A worker process: the normal L{Gateway}, serving listening sockets its parent bound.
+
+Started by the parent (parent.py) as ``python -m twistgate.workers.worker --config gw.ini
+--index 0 --listen 5=tcp:3000 ...``, never by a user. Not ``twistd``: the twistd process is the
+parent, which owns the pid file, the log file, daemonising and the signals a user sends; a worker
+is only a reactor around a Gateway, and a plain entry point keeps it that (no second pid file, no
+second log file, nothing to un-daemonise).
+
+The worker runs the configuration it is given with no listener of its own: the public ones are
+the inherited sockets (L{AdoptedPort}), and the status listener is the parent's (it keeps the
+figures; the parent asks for them over the control channel). It logs through the channel, so
+its lines land in the parent's log wherever that is; the access log goes to the stdout it
+inherited, or to the file, as with one process. SIGTERM or SIGINT drains it as they drain a
+single gateway; a parent that goes away stops it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+import attrs
+from prometheus_client import generate_latest
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, formatEvent, globalLogBeginner
+
+from twistgate.config import GatewayConfig, load_config
+from twistgate.filters import filter_factories
+from twistgate.gateway import Gateway
+from twistgate.status.report import status_report
+from twistgate.workers.channel import REPORT_INTERVAL, WORKER_READS, WORKER_WRITES, WorkerChannel
+from twistgate.workers.sockets import AdoptedPort
+
+log = Logger()
+
+
+def without_listeners(config: GatewayConfig) -> GatewayConfig:
+    """C{config} as a worker runs it: the parent listens, publicly and for status."""
+    status = config.status
+    if status is not None:
+        status = attrs.evolve(status, listen=())
+    return attrs.evolve(config, gateway=attrs.evolve(config.gateway, listen=()), status=status)
+
+
+class Worker:
+    """One worker: its gateway, its adopted listeners and its end of the control channel."""
+
+    def __init__(self, reactor, path: str, index: int, listeners: list[tuple[int, str]]):
+        self.reactor = reactor
+        self.index = index
+        self.path = path
+        self.factories = filter_factories()
+        self.gateway = Gateway(without_listeners(self.load()), reactor, self.factories,
+                               load=lambda: without_listeners(self.load()))
+        for fd, description in listeners:
+            AdoptedPort(reactor, description, fd, self.gateway.site).setServiceParent(self.gateway)
+        self.channel: WorkerChannel | None = None
+        self._reports = LoopingCall(self.report)
+        self._reports.clock = reactor
+        self._stopping = False
+
+    def load(self) -> GatewayConfig:
+        """The configuration, validated (the parent has shown its warnings already)."""
+        return load_config(
+            self.path,
+            filter_factories={name: factory.validate for name, factory in self.factories.items()},
+        )
+
+    # The channel
+
+    def receive(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "report":
+            self.report()
+        elif kind == "reload":
+            self.answer(message, self.gateway.reload())
+        elif kind == "purge":
+            d = self.gateway.purge(str(message.get("prefix", "")))
+            d.addCallback(lambda count: self.answer(message, count))
+            d.addErrback(lambda failure: self.answer(message, None))
+
+    def answer(self, message: dict, result) -> None:
+        self.send({"type": "done", "id": message.get("id"), "result": result})
+
+    def send(self, message: dict) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def report(self, final: bool = False) -> None:
+        """Send this worker's figures (nothing without a ``[status]`` section: none are kept)."""
+        status = self.gateway.status
+        if status.traffic is None:
+            return
+        self.send({
+            "type": "report",
+            "final": final,
+            "status": status_report(self.gateway, status.traffic, status.monitor,
+                                    self.reactor.seconds()),
+            "metrics": generate_latest(status.registry).decode("utf-8"),
+        })
+
+    def observe(self, event) -> None:
+        """A log observer: each event, formatted, to the parent's log."""
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text = "%s\n%s" % (text, failure.getTraceback())
+        level = event.get("log_level")
+        self.send({"type": "log", "level": getattr(level, "name", "info"), "text": text})
+
+    # Start and stop
+
+    def run(self) -> None:
+        from twisted.internet.stdio import StandardIO
+
+        self.channel = WorkerChannel(self.receive, self.parent_gone)
+        StandardIO(self.channel, stdin=WORKER_READS, stdout=WORKER_WRITES, reactor=self.reactor)
+        globalLogBeginner.beginLoggingTo([self.observe], redirectStandardIO=False)
+        self.reactor.callWhenRunning(self.started)
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        self.reactor.run()
+
+    def started(self) -> None:
+        # The reactor's own handlers would stop it a second time on a second signal (the
+        # parent's SIGTERM after a terminal's SIGINT to the whole process group): once is enough.
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.gateway.startService()
+        self.send({"type": "ready", "pid": os.getpid()})
+        self._reports.start(REPORT_INTERVAL, now=False)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.reactor.callFromThread(self.shutdown)
+
+    def parent_gone(self) -> None:
+        if not self._stopping:
+            log.warn("worker {index}: the parent is gone; stopping", index=self.index)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        if not self._stopping and self.reactor.running:
+            self._stopping = True
+            self.reactor.stop()
+
+    def stop(self):
+        self._stopping = True
+        if self._reports.running:
+            self._reports.stop()
+        d = self.gateway.stopService()
+        d.addCallback(lambda _: self.report(final=True))
+        # The reactor drops whatever a transport still buffers once shutdown goes on: the last
+        # report must be written before that.
+        d.addCallback(lambda _: self.channel.close().addTimeout(2, self.reactor))
+        d.addErrback(lambda _: None)
+        return d
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="twistgate-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--listen", action="append", default=[],
+                        help="FD=DESCRIPTION: a listening socket inherited on FD")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    listeners = []
+    for item in arguments.listen:
+        fd, _, description = item.partition("=")
+        listeners.append((int(fd), description))
+    from twisted.internet import reactor
+
+    Worker(reactor, arguments.config, arguments.index, listeners).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
