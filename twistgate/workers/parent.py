@@ -209,6 +209,10 @@ class Supervisor(MultiService):
         self.reactor.callFromThread(self.reload)
 
     def _on_usr1(self, signum, frame) -> None:
+        # twistd rotates its own --logfile on SIGUSR1: the workers' access logs join in.
+        previous = self._previous.get(signal.SIGUSR1)
+        if callable(previous):
+            previous(signum, frame)
         self.reactor.callFromThread(self._signal_all, "USR1")
 
     def _signal_all(self, name: str) -> None:
