@@ -264,3 +264,17 @@ def test_the_admin_api_reloads_and_purges_through_the_workers(upstreams, gateway
     response = yield treq.post(base + "/admin/cache/purge?prefix=/app")
     assert response.code == 200
     assert json.loads((yield response.content())) == {"purged": 0}
+
+
+@pytest_twisted.inlineCallbacks
+def test_workers_stop_by_themselves_when_the_parent_is_killed(upstreams, gateway):
+    app = upstreams("app")
+    gw = start(gateway, app)
+    report = yield ready_workers(gw)
+    pids = [w["pid"] for w in report["workers"]]
+    gw.process.kill()
+    yield deferToThread(gw.process.wait, 10)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        yield sleep(0.05)
+    assert [pid for pid in pids if alive(pid)] == []
