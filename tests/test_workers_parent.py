@@ -35,7 +35,7 @@ def supervisor():
     spawned = []
 
     def spawn(index):
-        worker = WorkerProcess(index, clock.seconds(), lambda w: None)
+        worker = WorkerProcess(index, clock.seconds())
         worker.pid = 100 + len(spawned)
         worker.transport = Signals()
         worker.ended.addCallback(parent._ended, worker)

@@ -12,9 +12,10 @@ worker -> parent:
   - C{done} (C{"id"}, C{"result"}): the answer to a request of the parent.
 
 parent -> worker:
-  - C{reload} (C{"id"}): read the configuration again; the C{done} result is the problems.
   - C{purge} (C{"id"}, C{"prefix"}): purge the caches; the C{done} result is the count.
   - C{report}: send a report now.
+
+There is no reload message: a reload replaces the workers (parent.py), it never changes one.
 
 Lines, not a framing of our own: a pipe keeps order and loses nothing, and a JSON dump has no
 newline in it.

@@ -125,7 +125,7 @@ class Supervisor(MultiService):
     def spawn(self, index: int) -> WorkerProcess:
         """Start a worker for slot C{index}, handing it every listening socket."""
         fds = self.sockets.fds()
-        worker = WorkerProcess(index, self.reactor.seconds(), self._reported)
+        worker = WorkerProcess(index, self.reactor.seconds())
         child_fds: dict[int, object] = {0: 0, 1: 1, 2: 2, WORKER_WRITES: "r", WORKER_READS: "w"}
         for offset, fd in enumerate(fds.values()):
             child_fds[FIRST_LISTENER + offset] = fd
@@ -309,9 +309,6 @@ class Supervisor(MultiService):
 
     def serving(self) -> list[WorkerProcess]:
         return [self.workers[index] for index in sorted(self.workers)]
-
-    def _reported(self, worker: WorkerProcess) -> None:
-        pass
 
     def purge(self, prefix: str) -> Deferred[int]:
         """Purge every worker's caches; fires with the sum of what they dropped."""

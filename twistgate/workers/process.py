@@ -9,7 +9,6 @@ their id, and fires C{ready} and C{ended} as the worker comes up and goes away.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
@@ -32,7 +31,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar retiring: whether the parent asked it to stop.
     """
 
-    def __init__(self, index: int, started: float, on_report: Callable[[WorkerProcess], None]):
+    def __init__(self, index: int, started: float):
         self.index = index
         self.pid: int | None = None
         self.started = started
@@ -44,7 +43,6 @@ class WorkerProcess(ProcessProtocol):
         self.metrics = ""
         self.final = False
         self.retiring = False
-        self._on_report = on_report
         self._pending: dict[int, Deferred] = {}
         self._ids = itertools.count(1)
         self._splitter = LineSplitter(self._receive)
@@ -106,7 +104,6 @@ class WorkerProcess(ProcessProtocol):
                 self.status = message["status"]
                 self.metrics = str(message.get("metrics", ""))
                 self.final = bool(message.get("final"))
-                self._on_report(self)
         elif kind == "log":
             level = LogLevel.levelWithName(message.get("level", "info")) if message.get(
                 "level") in ("debug", "info", "warn", "error", "critical") else LogLevel.info

@@ -75,8 +75,6 @@ class Worker:
         kind = message.get("type")
         if kind == "report":
             self.report()
-        elif kind == "reload":
-            self.answer(message, self.gateway.reload())
         elif kind == "purge":
             d = self.gateway.purge(str(message.get("prefix", "")))
             d.addCallback(lambda count: self.answer(message, count))
