@@ -27,7 +27,7 @@ from prometheus_client import generate_latest
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, formatEvent, globalLogBeginner
 
-from twistgate.config import GatewayConfig, load_config
+from twistgate.config import ConfigError, GatewayConfig, load_config
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
 from twistgate.status.report import status_report
@@ -173,7 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         listeners.append((int(fd), description))
     from twisted.internet import reactor
 
-    Worker(reactor, arguments.config, arguments.index, listeners).run()
+    try:
+        worker = Worker(reactor, arguments.config, arguments.index, listeners)
+    except ConfigError as error:
+        # The parent validated the file, but a worker (re)started later reads it as it is then.
+        for line in error.problems:
+            print("worker %d: %s" % (arguments.index, line), file=sys.stderr)
+        return 1
+    worker.run()
     return 0
 
 
