@@ -31,7 +31,7 @@ class Signals:
 def supervisor():
     clock = MemoryReactorClock()
     clock.advance(1000)
-    parent = Supervisor(parse_config(CONFIG), clock, "gw.ini")
+    parent = Supervisor(parse_config(CONFIG), CONFIG, clock, "gw.ini")
     spawned = []
 
     def spawn(index):

@@ -16,7 +16,14 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twistgate.config import ConfigError, GatewayConfig, config_warnings, load_config
+from twistgate.config import (
+    ConfigError,
+    GatewayConfig,
+    config_dir,
+    config_warnings,
+    parse_config,
+    read_config,
+)
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
 
@@ -42,7 +49,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         self.factories = filter_factories()
         try:
-            self.gateway_config = self.load_config()
+            self.gateway_config, self.config_text = self.load_config_text()
         except ConfigError as error:
             for line in error.problems:
                 print(line, file=sys.stderr)
@@ -53,13 +60,23 @@ class Options(usage.Options):
         Read and validate the configuration file (at start, and again on every reload), and log
         what in it is valid but unwise, one line each, as ``twistgate check`` prints it.
         """
-        config = load_config(
-            self["config"],
+        return self.load_config_text()[0]
+
+    def load_config_text(self) -> tuple[GatewayConfig, str]:
+        """
+        L{load_config}, and the text it was read from: what the parent of workers hands each
+        worker, so that every worker runs the file as it was validated, never as it is later.
+        """
+        path = self["config"]
+        text = read_config(path)
+        config = parse_config(
+            text, path,
             filter_factories={name: factory.validate for name, factory in self.factories.items()},
+            base_dir=config_dir(path),
         )
         for line in config_warnings(config):
             log.warn("{warning}", warning=line)
-        return config
+        return config, text
 
 
 def warn_about_unbuilt_features(config: GatewayConfig) -> None:
@@ -88,8 +105,8 @@ def makeService(options: Options) -> MultiService:
         # exists and the gateway runs here, as it always has.
         from twistgate.workers.parent import Supervisor
 
-        Supervisor(config, reactor, options["config"], load=options.load_config).setServiceParent(
-            top)
+        Supervisor(config, options.config_text, reactor, options["config"],
+                   load=options.load_config_text).setServiceParent(top)
         return top
     gateway = Gateway(config, reactor, options.factories, load=options.load_config)
     gateway.setServiceParent(top)

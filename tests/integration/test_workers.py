@@ -281,17 +281,21 @@ def test_workers_stop_by_themselves_when_the_parent_is_killed(upstreams, gateway
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_worker_restarted_on_a_broken_file_backs_off_until_the_file_is_fixed(upstreams, gateway):
+def test_a_worker_restarted_after_gw_ini_broke_runs_the_validated_configuration(
+        upstreams, gateway):
     app = upstreams("app")
     gw = start(gateway, app)
     report = yield ready_workers(gw)
     victim = report["workers"][0]["pid"]
     gw.write_config("[gateway]\nlisten = tcp:{port}\nworkers = 0\n")
     os.kill(victim, signal.SIGKILL)
+    report = yield ready_workers(gw, besides=(victim,))
+    assert (yield get(gw)) == 200
+    assert "must be at least 1" not in gw.log()
+    gw.signal(signal.SIGHUP)
     deadline = reactor.seconds() + 10
-    while "worker 0: " not in gw.log() and reactor.seconds() < deadline:
+    while "reload refused" not in gw.log() and reactor.seconds() < deadline:
         yield sleep(0.05)
     assert "[gateway] workers: must be at least 1" in gw.log()
-    assert (yield get(gw)) == 200
-    gw.write_config(config(app, gw.status_port))
-    yield ready_workers(gw, timeout=15, besides=(victim,))
+    after = yield status(gw)
+    assert [w["pid"] for w in after["workers"]] == [w["pid"] for w in report["workers"]]

@@ -12,6 +12,8 @@ worker -> parent:
   - C{done} (C{"id"}, C{"result"}): the answer to a request of the parent.
 
 parent -> worker:
+  - C{config} (C{"text"}): the first message, the configuration file's text the parent
+    validated; the worker starts serving it.
   - C{purge} (C{"id"}, C{"prefix"}): purge the caches; the C{done} result is the count.
   - C{report}: send a report now.
 

@@ -73,10 +73,16 @@ class Supervisor(MultiService):
     @ivar restarts: how many times a worker that died was restarted.
     """
 
-    def __init__(self, config: GatewayConfig, reactor, config_path: str,
-                 load: Callable[[], GatewayConfig] | None = None):
+    def __init__(self, config: GatewayConfig, text: str, reactor, config_path: str,
+                 load: Callable[[], tuple[GatewayConfig, str]] | None = None):
+        """
+        @param text: the text C{config} was validated from: what every worker is handed.
+        @param load: reads and validates the file again (for reloads): the configuration and
+            its text; raises L{ConfigError}.
+        """
         super().__init__()
         self.config = config
+        self.text = text
         self.reactor = reactor
         self.config_path = os.path.abspath(config_path)
         self._load = load
@@ -133,6 +139,10 @@ class Supervisor(MultiService):
             worker, sys.executable, worker_command(self.config_path, index, list(fds)),
             env=dict(os.environ), path=os.getcwd(), childFDs=child_fds,
         )
+        # The worker runs the text validated here, not the file as it may be by now: a worker
+        # restarted after a crash runs what its siblings run, even if gw.ini has been broken
+        # since (and the next SIGHUP will say so).
+        worker.send({"type": "config", "text": self.text})
         worker.ended.addCallback(self._ended, worker)
         worker.ready.addErrback(lambda _: None)
         log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
@@ -229,7 +239,7 @@ class Supervisor(MultiService):
         @return: the problems found (nothing was changed then), or an empty list.
         """
         try:
-            config = self._load()
+            config, text = self._load()
         except ConfigError as error:
             log.error("reload refused, the old configuration stays in force: {count} problem(s)",
                       count=len(error.problems))
@@ -238,6 +248,7 @@ class Supervisor(MultiService):
             return list(error.problems)
         old = self.config
         self.config = config
+        self.text = text
         for description in config.gateway.listen:
             if description not in self.sockets.ports:
                 try:

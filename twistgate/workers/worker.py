@@ -7,7 +7,8 @@ parent, which owns the pid file, the log file, daemonising and the signals a use
 is only a reactor around a Gateway, and a plain entry point keeps it that (no second pid file, no
 second log file, nothing to un-daemonise).
 
-The worker runs the configuration it is given with no listener of its own: the public ones are
+The worker runs the configuration text the parent sends it first over the channel (the file as
+the parent validated it), with no listener of its own: the public ones are
 the inherited sockets (L{AdoptedPort}), and the status listener is the parent's (it keeps the
 figures; the parent asks for them over the control channel). It logs through the channel, so
 its lines land in the parent's log wherever that is; the access log goes to the stdout it
@@ -27,7 +28,7 @@ from prometheus_client import generate_latest
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, formatEvent, globalLogBeginner
 
-from twistgate.config import ConfigError, GatewayConfig, load_config
+from twistgate.config import ConfigError, GatewayConfig, config_dir, parse_config
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
 from twistgate.status.report import status_report
@@ -49,33 +50,62 @@ class Worker:
     """One worker: its gateway, its adopted listeners and its end of the control channel."""
 
     def __init__(self, reactor, path: str, index: int, listeners: list[tuple[int, str]]):
+        """
+        @param path: the configuration file the parent validated (it names the file in messages
+            and is where relative names in it start; the text comes over the channel).
+        """
         self.reactor = reactor
         self.index = index
         self.path = path
+        self.listeners = listeners
         self.factories = filter_factories()
-        self.gateway = Gateway(without_listeners(self.load()), reactor, self.factories,
-                               load=lambda: without_listeners(self.load()))
-        for fd, description in listeners:
-            AdoptedPort(reactor, description, fd, self.gateway.site).setServiceParent(self.gateway)
+        self.gateway: Gateway | None = None
         self.channel: WorkerChannel | None = None
         self._reports = LoopingCall(self.report)
         self._reports.clock = reactor
         self._stopping = False
+        #: The process' exit status once the reactor has stopped.
+        self.exit_code = 0
 
-    def load(self) -> GatewayConfig:
-        """The configuration, validated (the parent has shown its warnings already)."""
-        return load_config(
-            self.path,
+    def parse(self, text: str) -> GatewayConfig:
+        """The configuration from the parent's text (the parent has logged its warnings)."""
+        return parse_config(
+            text, self.path,
             filter_factories={name: factory.validate for name, factory in self.factories.items()},
+            base_dir=config_dir(self.path),
         )
+
+    def serve(self, text: str) -> None:
+        """Build the gateway of C{text} on the inherited sockets, start it, and say so."""
+        if self.gateway is not None or self._stopping:
+            return
+        try:
+            config = without_listeners(self.parse(text))
+        except ConfigError as error:
+            for line in error.problems:
+                log.error("cannot start: {problem}", problem=line)
+            self.exit_code = 1
+            self.shutdown()
+            return
+        # A reload replaces workers rather than reloading one: a SIGHUP that reaches a worker
+        # (sent to the whole process group) applies the same configuration again, harmlessly.
+        self.gateway = Gateway(config, self.reactor, self.factories, load=lambda: config)
+        for fd, description in self.listeners:
+            AdoptedPort(self.reactor, description, fd, self.gateway.site).setServiceParent(
+                self.gateway)
+        self.gateway.startService()
+        self.send({"type": "ready", "pid": os.getpid()})
+        self._reports.start(REPORT_INTERVAL, now=False)
 
     # The channel
 
     def receive(self, message: dict) -> None:
         kind = message.get("type")
-        if kind == "report":
+        if kind == "config":
+            self.serve(str(message.get("text", "")))
+        elif kind == "report":
             self.report()
-        elif kind == "purge":
+        elif kind == "purge" and self.gateway is not None:
             d = self.gateway.purge(str(message.get("prefix", "")))
             d.addCallback(lambda count: self.answer(message, count))
             d.addErrback(lambda failure: self.answer(message, None))
@@ -89,9 +119,9 @@ class Worker:
 
     def report(self, final: bool = False) -> None:
         """Send this worker's figures (nothing without a ``[status]`` section: none are kept)."""
-        status = self.gateway.status
-        if status.traffic is None:
+        if self.gateway is None or self.gateway.status.traffic is None:
             return
+        status = self.gateway.status
         self.send({
             "type": "report",
             "final": final,
@@ -126,9 +156,6 @@ class Worker:
         # parent's SIGTERM after a terminal's SIGINT to the whole process group): once is enough.
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.gateway.startService()
-        self.send({"type": "ready", "pid": os.getpid()})
-        self._reports.start(REPORT_INTERVAL, now=False)
 
     def _on_signal(self, signum, frame) -> None:
         self.reactor.callFromThread(self.shutdown)
@@ -147,6 +174,8 @@ class Worker:
         self._stopping = True
         if self._reports.running:
             self._reports.stop()
+        if self.gateway is None:
+            return self.channel.close().addTimeout(2, self.reactor).addErrback(lambda _: None)
         d = self.gateway.stopService()
         d.addCallback(lambda _: self.report(final=True))
         # The reactor drops whatever a transport still buffers once shutdown goes on: the last
@@ -173,15 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         listeners.append((int(fd), description))
     from twisted.internet import reactor
 
-    try:
-        worker = Worker(reactor, arguments.config, arguments.index, listeners)
-    except ConfigError as error:
-        # The parent validated the file, but a worker (re)started later reads it as it is then.
-        for line in error.problems:
-            print("worker %d: %s" % (arguments.index, line), file=sys.stderr)
-        return 1
+    worker = Worker(reactor, arguments.config, arguments.index, listeners)
     worker.run()
-    return 0
+    return worker.exit_code
 
 
 if __name__ == "__main__":
