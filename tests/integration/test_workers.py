@@ -299,3 +299,26 @@ def test_a_worker_restarted_after_gw_ini_broke_runs_the_validated_configuration(
     assert "[gateway] workers: must be at least 1" in gw.log()
     after = yield status(gw)
     assert [w["pid"] for w in after["workers"]] == [w["pid"] for w in report["workers"]]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_changed_listen_moves_every_worker_to_the_new_port_on_sighup(upstreams, gateway):
+    app = upstreams("app")
+    gw = start(gateway, app)
+    before = yield ready_workers(gw)
+    old_port, new_port = gw.port, free_port()
+    gw.write_config(config(app, gw.status_port).replace("{port}", str(new_port)))
+    gw.signal(signal.SIGHUP)
+    yield ready_workers(gw, besides={w["pid"] for w in before["workers"]})
+    deadline = reactor.seconds() + 10
+    while "reload: 2 worker(s) replaced" not in gw.log() and reactor.seconds() < deadline:
+        yield sleep(0.05)
+    assert (yield deferToThread(fresh_get, new_port)) == 200
+    deadline = reactor.seconds() + 15
+    while True:
+        try:
+            yield deferToThread(fresh_get, old_port)
+        except OSError:
+            break
+        assert reactor.seconds() < deadline, "the old port still answers"
+        yield sleep(0.1)

@@ -129,8 +129,11 @@ class Supervisor(MultiService):
                  endpoints=" ".join(self.sockets.ports))
 
     def spawn(self, index: int) -> WorkerProcess:
-        """Start a worker for slot C{index}, handing it every listening socket."""
-        fds = self.sockets.fds()
+        """Start a worker for slot C{index}, handing it the sockets of the configuration in force."""
+        wanted = self.config.gateway.listen
+        # During a reload that drops a listener, its socket stays open for the old workers
+        # until all are replaced; the new ones never get it.
+        fds = {d: fd for d, fd in self.sockets.fds().items() if d in wanted}
         worker = WorkerProcess(index, self.reactor.seconds())
         child_fds: dict[int, object] = {0: 0, 1: 1, 2: 2, WORKER_WRITES: "r", WORKER_READS: "w"}
         for offset, fd in enumerate(fds.values()):
