@@ -129,7 +129,7 @@ class Supervisor(MultiService):
                  endpoints=" ".join(self.sockets.ports))
 
     def spawn(self, index: int) -> WorkerProcess:
-        """Start a worker for slot C{index}, handing it the sockets of the configuration in force."""
+        """Start a worker for slot C{index}, with the sockets of the configuration in force."""
         wanted = self.config.gateway.listen
         # During a reload that drops a listener, its socket stays open for the old workers
         # until all are replaced; the new ones never get it.
