@@ -333,3 +333,55 @@ def test_a_changed_listen_moves_every_worker_to_the_new_port_on_sighup(upstreams
             break
         assert reactor.seconds() < deadline, "the old port still answers"
         yield sleep(0.1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_workers_serve_a_tls_listener_and_a_unix_socket(upstreams, gateway, tmp_path):
+    from twisted.internet.ssl import Certificate
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+    from tests.integration.test_upstreams import make_pki
+
+    ca_path, cert_pem, key_pem = make_pki(tmp_path)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    app = upstreams("app")
+    status_port = free_port()
+    keys = f"privateKey={tmp_path}/key.pem:certKey={tmp_path}/cert.pem"
+    sock = tmp_path / "gw.sock"
+    gw = gateway(
+        config(app, status_port).replace(
+            "listen = tcp:{port}:interface=127.0.0.1",
+            f"listen = ssl:{{port}}:interface=127.0.0.1:{keys} unix:{sock}", 1)
+    )
+    gw.status_port = status_port
+    yield ready_workers(gw)
+    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(
+        trustRoot=Certificate.loadPEM(ca_path.read_bytes())))
+    for n in range(4):
+        response = yield treq.get("https://localhost:%d/app/%d" % (gw.port, n), agent=agent)
+        body = json.loads((yield response.content()))
+        assert response.code == 200 and body["headers"]["x-forwarded-proto"] == ["https"]
+
+    def unix_get():
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(sock))
+            client.sendall(b"GET /app/u HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := client.recv(65536):
+                data += chunk
+            return data
+
+    assert (yield deferToThread(unix_get)).startswith(b"HTTP/1.1 200 ")
+    # A reload replaces both workers; the socket file stays, and serves the new ones.
+    before = yield status(gw)
+    gw.signal(signal.SIGHUP)
+    yield ready_workers(gw, besides={w["pid"] for w in before["workers"]})
+    deadline = reactor.seconds() + 10
+    while "reload: 2 worker(s) replaced" not in gw.log() and reactor.seconds() < deadline:
+        yield sleep(0.05)
+    assert sock.exists()
+    assert (yield deferToThread(unix_get)).startswith(b"HTTP/1.1 200 ")
