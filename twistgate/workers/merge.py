@@ -6,7 +6,8 @@ Each worker reports the same shapes a single gateway serves (its routes, upstrea
 are the same configuration's), so one walk merges them: counts add up, lists of routes or
 targets are matched by name or URL, flags are true if any worker's is, and a few figures that do
 not add are taken otherwise: latency percentiles are the largest of the workers' (an upper bound
-of the whole gateway's: a percentile of a union is not a function of the parts' percentiles),
+of the whole gateway's: a percentile of a union is not a function of the parts' percentiles;
+status.py then replaces the last minute's with exact ones from the workers' latency buckets),
 event-loop lag and "out for" times the largest, names and settings the first.
 
 A worker that ends takes its counters with it; L{Retired} keeps them (its last report, counters

@@ -28,6 +28,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar ended: fires with the exit status (or the signal's negative number) when it is gone.
     @ivar status: its last /status.json report (None before the first).
     @ivar metrics: its last /metrics text ("" before the first).
+    @ivar minute: its last minute's figures rows, C{{"all": row, "routes": {name: row}}}.
     @ivar retiring: whether the parent asked it to stop.
     """
 
@@ -41,6 +42,7 @@ class WorkerProcess(ProcessProtocol):
         self.exit_code: int | None = None
         self.status: dict | None = None
         self.metrics = ""
+        self.minute: dict | None = None
         self.final = False
         self.retiring = False
         self._pending: dict[int, Deferred] = {}
@@ -103,6 +105,8 @@ class WorkerProcess(ProcessProtocol):
             if isinstance(message.get("status"), dict):
                 self.status = message["status"]
                 self.metrics = str(message.get("metrics", ""))
+                minute = message.get("minute")
+                self.minute = minute if isinstance(minute, dict) else None
                 self.final = bool(message.get("final"))
         elif kind == "log":
             level = LogLevel.levelWithName(message.get("level", "info")) if message.get(

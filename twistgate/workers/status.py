@@ -31,9 +31,13 @@ from twistgate.status.pages import (
     answer_json,
     read_static,
 )
+from twistgate.status.traffic import percentile
 from twistgate.workers.merge import Families, add_worker_metrics, merge
 
 log = Logger()
+
+#: The percentiles /status.json shows.
+PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
 
 def _worker_entry(worker, now: float) -> dict:
@@ -68,7 +72,37 @@ def parent_report(supervisor, started: float, now: float) -> dict:
     report["draining"] = bool(supervisor.draining or report.get("draining"))
     report["restarts"] = supervisor.restarts
     report["workers"] = [_worker_entry(worker, now) for worker in supervisor.serving()]
+    _exact_percentiles(report, [worker.minute for worker in live if worker.minute])
     return report
+
+
+def _sum_rows(rows: list) -> list[int] | None:
+    rows = [row for row in rows if isinstance(row, list)]
+    if not rows:
+        return None
+    return [sum(column) for column in zip(*rows)]
+
+
+def _percentiles(row) -> dict:
+    return {name: None if value is None else round(value * 1000.0, 3)
+            for name, value in ((n, percentile(row, q)) for n, q in PERCENTILES)}
+
+
+def _exact_percentiles(report: dict, minutes: list[dict]) -> None:
+    """
+    The last minute's percentiles of the whole gateway, from the workers' latency buckets summed
+    (exact to within one bucket, as with one process), in place of merge()'s upper bound.
+    """
+    if not minutes:
+        return
+    summed = _sum_rows([minute.get("all") for minute in minutes])
+    if summed is not None:
+        report["latency_ms"] = _percentiles(summed)
+    for route in report.get("routes") or ():
+        name = route.get("name")
+        rows = _sum_rows([(minute.get("routes") or {}).get(name) for minute in minutes])
+        if rows is not None and isinstance(route.get("latency_ms"), dict):
+            route["latency_ms"] = _percentiles(rows)
 
 
 def parent_metrics(supervisor) -> str:

@@ -31,7 +31,8 @@ from twisted.logger import Logger, formatEvent, globalLogBeginner
 from twistgate.config import ConfigError, GatewayConfig, config_dir, parse_config
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
-from twistgate.status.report import status_report
+from twistgate.status.report import HISTORY, status_report
+from twistgate.status.traffic import Traffic
 from twistgate.workers.channel import REPORT_INTERVAL, WORKER_READS, WORKER_WRITES, WorkerChannel
 from twistgate.workers.sockets import AdoptedPort
 
@@ -44,6 +45,19 @@ def without_listeners(config: GatewayConfig) -> GatewayConfig:
     if status is not None:
         status = attrs.evolve(status, listen=())
     return attrs.evolve(config, gateway=attrs.evolve(config.gateway, listen=()), status=status)
+
+
+def minute_rows(traffic: Traffic, now: float) -> dict:
+    """
+    The last minute's figures rows (counts per latency bucket) of every request and of each
+    route: what the parent needs to compute the whole gateway's percentiles exactly, since the
+    workers' percentiles alone cannot give them.
+    """
+    first, last = int(now) - HISTORY + 1, int(now)
+    return {
+        "all": traffic.all.window(first, last),
+        "routes": {name: series.window(first, last) for name, series in traffic.routes.items()},
+    }
 
 
 class Worker:
@@ -122,12 +136,13 @@ class Worker:
         if self.gateway is None or self.gateway.status.traffic is None:
             return
         status = self.gateway.status
+        now = self.reactor.seconds()
         self.send({
             "type": "report",
             "final": final,
-            "status": status_report(self.gateway, status.traffic, status.monitor,
-                                    self.reactor.seconds()),
+            "status": status_report(self.gateway, status.traffic, status.monitor, now),
             "metrics": generate_latest(status.registry).decode("utf-8"),
+            "minute": minute_rows(status.traffic, now),
         })
 
     def observe(self, event) -> None:
