@@ -68,7 +68,7 @@ def test_a_worker_that_keeps_dying_young_waits_longer_each_time():
     clock, parent, spawned = supervisor()
     waits = []
     for _ in range(9):
-        clock.advance(1)
+        clock.advance(0.5)
         died = clock.seconds()
         die(parent.workers[0])
         while 0 not in parent.workers:

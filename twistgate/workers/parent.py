@@ -41,8 +41,9 @@ from twistgate.workers.status import ParentStatus
 
 log = Logger()
 
-#: A worker that lived at least this long is restarted at once when it dies.
-RESTART_THRESHOLD = 5.0
+#: A worker that lived at least this long is restarted at once when it dies (ProcessMonitor's
+#: threshold too): only one that dies sooner, as in a crash at start-up, is made to wait.
+RESTART_THRESHOLD = 1.0
 
 #: The first delay before restarting a worker that died young, doubled each time up to the max.
 MIN_RESTART_DELAY = 0.5
