@@ -170,13 +170,19 @@ def test_access_log_path_is_relative_to_the_config_directory(tmp_path):
     ]
 
 
-def test_more_than_one_worker_is_not_supported_yet():
-    assert problems("[gateway]\nworkers = 4\n") == [
-        "gw.ini: [gateway] workers: only 1 is supported in this release"
-    ]
+def test_workers_is_a_count_or_auto():
+    assert parse("[gateway]\nworkers = 4\n").gateway.workers == 4
+    assert parse("[gateway]\nworkers = 1\n").gateway.workers == 1
+    assert parse("[gateway]\nworkers = auto\n").gateway.workers == (os.cpu_count() or 1)
+
+
+def test_workers_below_one_or_not_a_number_is_refused():
     assert problems("[gateway]\nworkers = 0\n") == ["gw.ini: [gateway] workers: must be at least 1"]
     assert problems("[gateway]\nworkers = -1\n") == [
-        "gw.ini: [gateway] workers: '-1' is not a whole number (0 or more)"
+        "gw.ini: [gateway] workers: '-1' is not a whole number (1 or more) or 'auto'"
+    ]
+    assert problems("[gateway]\nworkers = many\n") == [
+        "gw.ini: [gateway] workers: 'many' is not a whole number (1 or more) or 'auto'"
     ]
 
 

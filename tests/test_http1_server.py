@@ -359,6 +359,10 @@ def test_an_idle_keep_alive_connection_is_closed_at_idle_timeout_but_not_a_busy_
 def test_drain_closes_idle_connections_and_busy_ones_after_their_answer():
     _, resource, idle_channel, idle_transport = connect()
     site = idle_channel.factory
+    # Idle: between two requests of a keep-alive connection (a connection with no request yet
+    # gets its first one answered: test_site.py).
+    idle_channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    resource.requests.pop(0).finish()
     busy_channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5556))
     busy_transport = StringTransport()
     busy_channel.makeConnection(busy_transport)

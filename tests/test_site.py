@@ -208,3 +208,32 @@ def test_a_handler_that_raises_after_the_answer_started_gets_its_connection_cut(
     assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"500" not in transport.value()
     assert aborted == [True]
+
+
+def test_a_drain_answers_the_first_request_of_a_connection_accepted_just_before_it():
+    clock, resource, channel, transport = connect(header_timeout=5)
+    drained = channel.factory.drain()
+    assert not drained.called and not transport.disconnecting
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    request = resource.requests[0]
+    assert not drained.called
+    request.finish()
+    assert drained.called
+    assert transport.disconnecting and b"connection: close" in transport.value().lower()
+
+
+def test_a_drain_waits_for_a_silent_new_connection_no_longer_than_header_timeout():
+    clock, _, channel, transport = connect(header_timeout=5)
+    drained = channel.factory.drain()
+    clock.advance(5.1)
+    assert transport.disconnecting
+    channel.connectionLost()
+    assert drained.called
+
+
+def test_a_drain_closes_an_idle_keep_alive_connection_at_once():
+    clock, resource, channel, transport = connect(header_timeout=5)
+    channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    resource.requests[0].finish()
+    drained = channel.factory.drain()
+    assert drained.called and transport.disconnecting

@@ -390,6 +390,8 @@ class FakeGateway:
         self.reloads = 0
         self.runtime = type("Runtime", (), {"filters": filters or {}})()
 
+    purge = Gateway.purge
+
     def reload(self):
         self.reloads += 1
         return self.problems

@@ -87,3 +87,25 @@ def test_start_up_says_that_redis_holds_rate_limits_but_not_the_cache():
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         assert len(warnings) == expected, text
         assert all("cached responses stay" in e["log_format"] for e in warnings)
+
+
+def test_one_worker_runs_the_gateway_in_the_twistd_process(tmp_path):
+    from twistgate.gateway import Gateway
+
+    path = write(tmp_path, "[gateway]\nlisten = tcp:0:interface=127.0.0.1\nworkers = 1\n"
+                           "[route:u]\nprefix = /u\nupstream = http://127.0.0.1:1\n")
+    options = tap.Options()
+    options.parseOptions(["--config", path])
+    assert [type(s) for s in tap.makeService(options)] == [Gateway]
+
+
+def test_more_workers_run_a_parent_that_binds_nothing_until_it_starts(tmp_path):
+    from twistgate.workers.parent import Supervisor
+
+    path = write(tmp_path, "[gateway]\nlisten = tcp:0:interface=127.0.0.1\nworkers = 2\n"
+                           "[route:u]\nprefix = /u\nupstream = http://127.0.0.1:1\n")
+    options = tap.Options()
+    options.parseOptions(["--config", path])
+    (supervisor,) = tap.makeService(options)
+    assert isinstance(supervisor, Supervisor)
+    assert supervisor.count == 2 and supervisor.sockets.ports == {}

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
 from twistgate.accesslog import AccessLog
@@ -144,6 +144,23 @@ class Gateway(MultiService):
             routes=len(config.routes),
             upstreams=len(config.upstreams),
         )
+
+    def purge(self, prefix: str) -> Deferred[int]:
+        """
+        Every filter that has C{purge_prefix(prefix)} (a cache) drops what it holds under that
+        path prefix (POST /admin/cache/purge): fires with how many responses were dropped.
+        """
+        purges = [
+            maybeDeferred(purge, prefix)
+            for purge in (
+                getattr(candidate, "purge_prefix", None)
+                for candidate in self.runtime.filters.values()
+            )
+            if callable(purge)
+        ]
+        d = gatherResults(purges, consumeErrors=True)
+        d.addCallback(lambda counts: sum(count for count in counts if isinstance(count, int)))
+        return d
 
     def _add_listener(self, description: str) -> None:
         listening = with_backlog(description, self._backlog)

@@ -159,6 +159,9 @@ def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
         first = yield deferToThread(wait_for_text, driver, "total-requests", "0")
         assert first == "0"
         assert (yield deferToThread(text_of, driver, "serving")) == "SERVING"
+        # One process: no Workers panel.
+        assert (yield deferToThread(driver.execute_script,
+                                    "return document.getElementById('workers-panel').hidden"))
 
         sent = yield traffic(gw, seconds=4, per_second=60)
         total = sum(sent.values())
@@ -193,3 +196,37 @@ def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
         assert (yield deferToThread(driver.save_screenshot, str(NARROW_SCREENSHOT)))
     finally:
         yield deferToThread(driver.quit)
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_workers_the_dashboard_sums_them_and_lists_each(upstreams, gateway, tmp_path):
+    users, orders = upstreams("users"), upstreams("orders")
+    status_port = free_port()
+    ini = CONFIG.format(status_port=status_port, users=users.url, orders=orders.url)
+    gw = gateway(ini.replace("access_log = off", "access_log = off\nworkers = 2", 1))
+    wait_for_port(status_port, process=gw.process)
+    driver = yield deferToThread(browser, tmp_path / "profile")
+    try:
+        yield deferToThread(driver.get, "http://127.0.0.1:%d/status" % status_port)
+        for index in (0, 1):
+            row = yield deferToThread(wait_for_text_in, driver, "worker-%d" % index, "serving")
+            assert "serving" in row.split(), row
+        sent = yield traffic(gw, seconds=1, per_second=60)
+        total = sum(sent.values())
+        shown = yield deferToThread(wait_for_text, driver, "total-requests", f"{total:,}")
+        assert shown == f"{total:,}"
+        assert "0 restarted" in (yield deferToThread(text_of, driver, "worker-restarts"))
+        errors = yield deferToThread(driver.get_log, "browser")
+        assert [e for e in errors if e["level"] == "SEVERE"] == []
+    finally:
+        yield deferToThread(driver.quit)
+
+
+def wait_for_text_in(driver, element_id, wanted, timeout=20.0):
+    """Wait until the element's text has the word C{wanted}; returns what it last showed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = text_of(driver, element_id) or ""
+        if wanted in shown.split() or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.1)

@@ -29,7 +29,7 @@ read:
 
 from __future__ import annotations
 
-from twistgate.config.build import load_config, parse_config
+from twistgate.config.build import config_dir, load_config, parse_config, read_config
 from twistgate.config.checks import config_warnings
 from twistgate.config.model import (
     AggregateConfig,
@@ -73,6 +73,8 @@ __all__ = [
     "UpstreamConfig",
     "config_warnings",
     "format_summary",
+    "config_dir",
     "load_config",
     "parse_config",
+    "read_config",
 ]

@@ -45,17 +45,25 @@ def load_config(
     ``ca_file``, ...) are taken relative to the config file's directory, so that the same file
     works whatever directory twistd was started from.  Raises ``ConfigError`` listing every problem.
     """
+    return parse_config(read_config(path), path, environ, filter_factories, config_dir(path))
+
+
+def read_config(path: str) -> str:
+    """The text of the config file at C{path}; raises L{ConfigError} if it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     except UnicodeDecodeError as e:
         raise ConfigError(
             [f"{path}: cannot read: not UTF-8 text ({e.reason} at byte {e.start})"]
         ) from None
-    base_dir = os.path.dirname(os.path.abspath(path))
-    return parse_config(text, path, environ, filter_factories, base_dir)
+
+
+def config_dir(path: str) -> str:
+    """The directory relative names in the config file at C{path} are taken from."""
+    return os.path.dirname(os.path.abspath(path))
 
 
 def parse_config(

@@ -48,6 +48,7 @@ from twistgate.config.values import (
     _parse_prefix,
     _parse_route_template,
     _parse_underscores,
+    _parse_workers,
     _suggest,
     _template_names,
     parse_target,
@@ -168,11 +169,9 @@ class _SectionChecks:
         s.values.pop("env_file", None)  # substituted and read already, from the environment alone
         s.allow(attrs.fields_dict(GatewaySettings))
         listen = self._listen(s) or defaults.listen
-        workers = s.get("workers", _parse_count, defaults.workers)
+        workers = s.get("workers", _parse_workers, defaults.workers)
         if workers == 0:
             s.problem("workers", "must be at least 1")
-        elif workers > 1:
-            s.problem("workers", "only 1 is supported in this release")
         access_log = s.text("access_log") or defaults.access_log
         if access_log not in ("-", "off"):
             access_log = os.path.join(self.base_dir, os.path.expanduser(access_log))

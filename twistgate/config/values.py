@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -189,6 +190,15 @@ def _parse_count(text: str) -> int:
     """A non-negative integer."""
     if not _DIGITS.match(text):
         raise ValueError(f"'{text}' is not a whole number (0 or more)")
+    return int(text)
+
+
+def _parse_workers(text: str) -> int:
+    """[gateway] workers: a whole number, or C{auto} for one per core (C{os.cpu_count()})."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    if not _DIGITS.match(text):
+        raise ValueError(f"'{text}' is not a whole number (1 or more) or 'auto'")
     return int(text)
 
 

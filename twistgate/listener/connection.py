@@ -100,6 +100,8 @@ class ServerConnection(Protocol):
 
     factory: ListenerSettings
     persistent = True
+    #: Whether no request has started on this connection yet (a drain waits for its first).
+    fresh = True
     request: GatewayRequest | None = None
     _state = _HEAD
     _unread = b""
@@ -322,6 +324,7 @@ class ServerConnection(Protocol):
         if connection is None and not underscored:
             request.plain_headers = True
         self.request = request
+        self.fresh = False
         site.request_started(request)
         if (
             body is not None
@@ -468,6 +471,8 @@ class ServerConnection(Protocol):
         if request is not None:
             request.connectionLost(reason)
             site.request_ended(request)
+        else:
+            site.channel_closed(self)
 
     # Deadlines: one timer per connection for header_timeout and idle_timeout.
 

@@ -177,3 +177,6 @@ class ListenerSettings(Protocol):
 
     def request_ended(self, request: Any) -> None:
         """A request has been answered, or its client has gone."""
+
+    def channel_closed(self, channel: Any) -> None:
+        """A connection has closed with no request on it."""

@@ -49,10 +49,15 @@ class GatewaySite(Factory):
         self.channels: set[ServerConnection] = set()
         self.draining = False
         self._drained: list[Deferred[None]] = []
+        #: Connections accepted but with no request yet when the drain began: a drain waits
+        #: for their first request (or their close, within header_timeout).
+        self._unstarted: set[ServerConnection] = set()
 
     def request_started(self, request: GatewayRequest) -> None:
         """A request's head has arrived: the handler takes it from here."""
         self.in_flight += 1
+        if self._unstarted:
+            self._unstarted.discard(request.channel)
         request.started = self.clock.seconds()
         try:
             self.handler.handle(request)
@@ -72,7 +77,16 @@ class GatewaySite(Factory):
     def request_done(self) -> None:
         """A request in flight has ended."""
         self.in_flight -= 1
-        if self.in_flight == 0 and self._drained:
+        self._check_drained()
+
+    def channel_closed(self, channel: ServerConnection) -> None:
+        """C{channel} has closed between requests."""
+        if self._unstarted:
+            self._unstarted.discard(channel)
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.in_flight == 0 and not self._unstarted and self._drained:
             waiting, self._drained = self._drained, []
             for d in waiting:
                 if not d.called:
@@ -82,14 +96,21 @@ class GatewaySite(Factory):
         """
         Stop taking requests on open connections: idle ones are closed, busy ones close after
         their answer. Fires when no request is in flight any more.
+
+        A connection accepted a moment ago whose first request has not arrived yet is not idle:
+        its client has sent, or is sending, a request that no other process will see (with
+        workers, an old worker drains on every reload). It is answered, then closed.
         """
         self.draining = True
         for channel in list(self.channels):
             if channel.request is not None:
                 channel.persistent = False
+            elif channel.fresh:
+                channel.persistent = False
+                self._unstarted.add(channel)
             else:
                 channel.transport.loseConnection()
-        if self.in_flight == 0:
+        if self.in_flight == 0 and not self._unstarted:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._drained.append(d)

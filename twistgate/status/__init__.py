@@ -123,6 +123,7 @@ class StatusService(MultiService):
         super().startService()
         if self.settings is not None:
             self.monitor.start()
+        if self.settings is not None and self.settings.listen:
             log.info("status listener on {endpoints}: /status, /status.json, /metrics, "
                      "/healthz, /admin", endpoints=" ".join(self.settings.listen))
 

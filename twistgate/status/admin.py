@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
@@ -75,8 +74,9 @@ class Reload(AdminEndpoint):
 
 class Purge(AdminEndpoint):
     """
-    POST /admin/cache/purge?prefix=/users: every filter that has C{purge_prefix(prefix)} (a
-    cache) drops what it holds under that path prefix; the answer counts what was dropped.
+    POST /admin/cache/purge?prefix=/users: the gateway's C{purge(prefix)} (every cache filter,
+    in every worker) drops what it holds under that path prefix; the answer counts what was
+    dropped.
     """
 
     def __init__(self, gateway):
@@ -95,21 +95,12 @@ class Purge(AdminEndpoint):
             return answer_error(request, 400, "the prefix must be a path starting with '/'")
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        purges = [
-            maybeDeferred(purge, prefix)
-            for purge in (
-                getattr(candidate, "purge_prefix", None)
-                for candidate in self.gateway.runtime.filters.values()
-            )
-            if callable(purge)
-        ]
-        d = gatherResults(purges, consumeErrors=True)
+        d = self.gateway.purge(prefix)
         d.addCallback(self._purged, request, prefix, gone)
         d.addErrback(self._failed, request, gone)
         return NOT_DONE_YET
 
-    def _purged(self, counts, request, prefix: str, gone: list[bool]) -> None:
-        purged = sum(count for count in counts if isinstance(count, int))
+    def _purged(self, purged: int, request, prefix: str, gone: list[bool]) -> None:
         log.info("cache purge of {prefix}: {purged} response(s) dropped",
                  prefix=prefix, purged=purged)
         self._finish(request, answer_json(request, 200, {"purged": purged}), gone)

@@ -265,6 +265,24 @@
     });
     fillTable("targets-table", targets, 8, "no upstreams");
 
+    // With workers = N the parent's status.json lists each worker; one process has no list.
+    var workers = data.workers;
+    $("workers-panel").hidden = !workers;
+    if (workers) {
+      setText("worker-restarts", fmtInt(data.restarts || 0) + " restarted after dying");
+      fillTable("workers-table", workers.map(function (w) {
+        return { id: "worker-" + w.index, cells: [
+          [String(w.index)], [String(w.pid), true],
+          [w.retiring ? "retiring" : (w.ready ? "serving" : "starting")],
+          [fmtDuration(w.uptime_seconds), true], [fmtInt(w.requests), true],
+          [fmtInt(w.in_flight), true],
+          [w.cpu_percent === null || w.cpu_percent === undefined ? "–" :
+            fmtNum(w.cpu_percent, 1) + "%", true],
+          [w.rss_bytes ? fmtBytes(w.rss_bytes) : "–", true]
+        ] };
+      }), 8, "no worker serving");
+    }
+
     fillTable("circuits-table", data.circuits.map(function (c) {
       var t = c.transitions || {};
       return { id: "circuit-" + c.filter, cells: [
