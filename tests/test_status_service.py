@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from twisted.application import strports
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
@@ -15,7 +16,6 @@ from twistgate import gateway as gateway_module
 from twistgate.config import parse_config
 from twistgate.filters import filter_factories
 from twistgate.gateway import Gateway
-from twistgate.status import strports
 
 FACTORIES = filter_factories()
 VALIDATORS = {name: factory.validate for name, factory in FACTORIES.items()}

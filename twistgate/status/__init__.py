@@ -19,13 +19,13 @@ there is no listener, no observer and no timer.
 
 from __future__ import annotations
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from twistgate.config import StatusSettings
 from twistgate.status.admin import admin_tree
+from twistgate.status.listeners import update_listeners
 from twistgate.status.metrics import metrics_registry
 from twistgate.status.pages import StatusSite, status_tree
 from twistgate.status.process import ProcessMonitor
@@ -97,27 +97,7 @@ class StatusService(MultiService):
         self._observing = wanted
 
     def _update_listeners(self, wanted) -> None:
-        for description in list(self.listeners):
-            if description not in wanted:
-                log.info("status: no longer listening on {endpoint}", endpoint=description)
-                self.listeners.pop(description).disownServiceParent()
-        for description in wanted:
-            if description in self.listeners:
-                continue
-            listener = strports.service(description, self.site, reactor=self.clock)
-            try:
-                listener.setServiceParent(self)
-            except Exception as error:
-                # Raised at once by a listener that cannot listen (port taken): the rest of the
-                # configuration still applies, and the operator learns what to do.
-                listener.disownServiceParent()
-                log.error("status: cannot listen on {endpoint}: {error}; the status listener "
-                          "stays without it until a reload or restart that can",
-                          endpoint=description, error=error)
-                continue
-            self.listeners[description] = listener
-            if self.running:
-                log.info("status: listening on {endpoint}", endpoint=description)
+        update_listeners(self, self.listeners, wanted, self.site, self.clock)
 
     def startService(self) -> None:
         super().startService()

@@ -12,13 +12,13 @@ SIGHUP, a purge goes to every worker.
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 
 from twistgate import __version__
 from twistgate.config import StatusSettings
 from twistgate.status.admin import admin_tree
+from twistgate.status.listeners import update_listeners
 from twistgate.status.pages import (
     STATIC_FILES,
     Dashboard,
@@ -183,19 +183,4 @@ class ParentStatus(MultiService):
 
     def configure(self, settings: StatusSettings | None) -> None:
         wanted = () if settings is None else settings.listen
-        for description in list(self.listeners):
-            if description not in wanted:
-                log.info("status: no longer listening on {endpoint}", endpoint=description)
-                self.listeners.pop(description).disownServiceParent()
-        for description in wanted:
-            if description in self.listeners:
-                continue
-            listener = strports.service(description, self.site, reactor=self.clock)
-            try:
-                listener.setServiceParent(self)
-            except Exception as error:
-                listener.disownServiceParent()
-                log.error("status: cannot listen on {endpoint}: {error}",
-                          endpoint=description, error=error)
-                continue
-            self.listeners[description] = listener
+        update_listeners(self, self.listeners, wanted, self.site, self.clock)
