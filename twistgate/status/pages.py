@@ -189,12 +189,24 @@ class Healthz(Endpoint):
 
 
 def status_tree(status, admin: Resource) -> Resource:
-    """The root resource of the status listener."""
+    """The root resource of a gateway process's status listener."""
+    return status_root(
+        StatusJSON(status), Metrics(status.registry), Healthz(status.gateway.site), admin
+    )
+
+
+def status_root(
+    status_json: Resource, metrics: Resource, healthz: Resource, admin: Resource
+) -> Resource:
+    """
+    What every status listener serves, whoever supplies its figures (one gateway process, or
+    the parent of workers): the dashboard and its static files, and the endpoints given.
+    """
     root = Directory()
     root.putChild(b"status", Dashboard())
-    root.putChild(b"status.json", StatusJSON(status))
-    root.putChild(b"metrics", Metrics(status.registry))
-    root.putChild(b"healthz", Healthz(status.gateway.site))
+    root.putChild(b"status.json", status_json)
+    root.putChild(b"metrics", metrics)
+    root.putChild(b"healthz", healthz)
     root.putChild(b"admin", admin)
     static = Directory()
     for name, content_type in STATIC_FILES.items():

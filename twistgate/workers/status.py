@@ -14,22 +14,18 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 
 from twistgate import __version__
 from twistgate.config import StatusSettings
 from twistgate.status.admin import admin_tree
 from twistgate.status.listeners import update_listeners
 from twistgate.status.pages import (
-    STATIC_FILES,
-    Dashboard,
-    Directory,
     Endpoint,
     Healthz,
-    Redirect,
-    StaticFile,
     StatusSite,
     answer_json,
-    read_static,
+    status_root,
 )
 from twistgate.status.traffic import percentile
 from twistgate.workers.merge import Families, add_worker_metrics, merge
@@ -153,21 +149,13 @@ class ParentMetrics(Endpoint):
         return parent_metrics(self.supervisor).encode("utf-8")
 
 
-def parent_tree(status) -> Directory:
-    """The root of the parent's status listener (the single gateway's tree, parent-fed)."""
+def parent_tree(status) -> Resource:
+    """The root of the parent's status listener: the single gateway's tree, fed by the parent."""
     supervisor = status.supervisor
-    root = Directory()
-    root.putChild(b"status", Dashboard())
-    root.putChild(b"status.json", ParentStatusJSON(status))
-    root.putChild(b"metrics", ParentMetrics(supervisor))
-    root.putChild(b"healthz", Healthz(supervisor))
-    root.putChild(b"admin", admin_tree(supervisor))
-    static = Directory()
-    for name, content_type in STATIC_FILES.items():
-        static.putChild(name.encode("ascii"), StaticFile(read_static(name), content_type))
-    root.putChild(b"static", static)
-    root.putChild(b"", Redirect(b"status"))
-    return root
+    return status_root(
+        ParentStatusJSON(status), ParentMetrics(supervisor), Healthz(supervisor),
+        admin_tree(supervisor),
+    )
 
 
 class ParentStatus(MultiService):
