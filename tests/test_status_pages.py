@@ -476,7 +476,8 @@ def test_the_rate_limit_store_state_shows_on_metrics_and_status_json():
     gw = make_gateway(CONFIG + "[store]\nbackend = redis\nurl = redis://:pw@127.0.0.1:1/0\n"
                       "nodes = 3\n")
     store = gw.runtime.rate_limit_store
-    store.state, store.outages, store.errors, store.local_decisions = "down", 2, 5, 40
+    store.link.state, store.link.outages, store.link.errors = "down", 2, 5
+    store.local_decisions = 40
     samples = metrics(gw)
     assert value(samples, "twistgate_store_up", backend="redis") == 0
     assert value(samples, "twistgate_store_outages_total", backend="redis") == 2

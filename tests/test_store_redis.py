@@ -24,14 +24,14 @@ from twistgate.gateway import Gateway
 from twistgate.stores import Decision, IRateLimitStore, StoreUnavailable
 from twistgate.stores.address import parse_redis_url
 from twistgate.stores.memory import MemoryRateLimitStore
-from twistgate.stores.redis import (
-    KEY_PREFIX,
-    PROBE_KEY,
-    SCRIPT,
-    SCRIPT_SHA,
-    RedisRateLimitStore,
-)
+from twistgate.stores.redis import KEY_PREFIX, SCRIPT, RedisRateLimitStore
 from twistgate.stores.redis_connection import IRedisConnection, RedisConnection, connection_for
+from twistgate.stores.redis_link import PROBE_KEY, RedisLink
+
+
+def limits(connection, clock, nodes=None, **link):
+    """A rate-limit store on its own link to C{connection}."""
+    return RedisRateLimitStore(RedisLink(connection, clock, **link), nodes=nodes)
 
 # --- the script on a real Redis -----------------------------------------------------------------
 
@@ -46,7 +46,7 @@ def redis_server(tmp_path_factory):
 @pytest.fixture
 def real_store(redis_server):
     connection = RedisConnection(parse_redis_url(redis_server.url), reactor)
-    store = RedisRateLimitStore(connection, reactor, timeout=2.0)
+    store = limits(connection, reactor, timeout=2.0)
     store.start()
     yield store
     pytest_twisted.blockon(store.stop())
@@ -96,11 +96,11 @@ def test_a_refused_request_is_not_counted_and_the_key_expires_with_its_tat(real_
 def test_after_noscript_the_store_sends_the_script_again_with_eval(real_store, redis_server):
     yield real_store.acquire("c:ip:x", 0.0, 1.0, 3.0)
     redis_server.command("SCRIPT", "FLUSH")
-    assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA) == "0"
+    assert redis_server.command("SCRIPT", "EXISTS", SCRIPT.sha) == "0"
     decision = yield real_store.acquire("c:ip:x", 0.0, 1.0, 3.0)
     assert decision.allowed and decision.remaining == 1
-    assert real_store.state == "up" and real_store.errors == 0
-    assert redis_server.command("SCRIPT", "EXISTS", SCRIPT_SHA) == "1"
+    assert real_store.state == "up" and real_store.link.errors == 0
+    assert redis_server.command("SCRIPT", "EXISTS", SCRIPT.sha) == "1"
 
 
 @pytest_twisted.inlineCallbacks
@@ -120,7 +120,7 @@ def test_through_sentinel_the_store_decides_on_the_primary_sentinel_names(
         redis_server, tmp_path):
     sentinel = RedisSentinel(tmp_path / "sentinel", redis_server).start()
     address = parse_redis_url(sentinel.url)
-    store = RedisRateLimitStore(connection_for(address, reactor), reactor, timeout=2.0)
+    store = limits(connection_for(address, reactor), reactor, timeout=2.0)
     try:
         store.start()
         decisions = []
@@ -129,7 +129,7 @@ def test_through_sentinel_the_store_decides_on_the_primary_sentinel_names(
             decisions.append(decision.allowed)
         assert decisions == [True, True, False]
         assert redis_server.command("EXISTS", KEY_PREFIX + "s:ip:192.0.2.9") == "1"
-        assert store.state == "up" and store.errors == 0
+        assert store.state == "up" and store.link.errors == 0
     finally:
         yield store.stop()
         sentinel.stop()
@@ -149,7 +149,7 @@ def test_after_a_sentinel_failover_the_store_decides_on_the_new_primary(redis_se
             yield _pause(0.05)
         sentinel = RedisSentinel(tmp_path / "sentinel", primary).start()
         address = parse_redis_url(sentinel.url)
-        store = RedisRateLimitStore(connection_for(address, reactor), reactor, timeout=0.2)
+        store = limits(connection_for(address, reactor), reactor, timeout=0.2)
         store.start()
         decision = yield store.acquire("f:ip:192.0.2.10", 0.0, 60.0, 60.0)
         assert decision.allowed
@@ -163,7 +163,7 @@ def test_after_a_sentinel_failover_the_store_decides_on_the_new_primary(redis_se
                 break
             yield _pause(0.1)
         # Up again on the promoted replica, which had the key by replication: refused.
-        assert store.state == "up" and store.outages == 1
+        assert store.state == "up" and store.link.outages == 1
         decision = yield store.acquire("f:ip:192.0.2.10", 0.0, 60.0, 60.0)
         assert not decision.allowed
     finally:
@@ -220,7 +220,7 @@ def allowed_reply(args):
 
 
 def store_on(connection, clock, **kwargs):
-    store = RedisRateLimitStore(connection, clock, **kwargs)
+    store = limits(connection, clock, **kwargs)
     connection.reply = allowed_reply
     store.start()
     return store
@@ -240,7 +240,7 @@ def outcome(d):
 
 def test_the_store_and_the_connection_provide_their_interfaces():
     clock = Clock()
-    store = RedisRateLimitStore(FakeConnection(), clock)
+    store = limits(FakeConnection(), clock)
     assert verifyObject(IRateLimitStore, store)
     assert verifyObject(IRedisConnection, FakeConnection())
     real = RedisConnection(parse_redis_url("redis://127.0.0.1:1/0"), MemoryReactorClock())
@@ -254,9 +254,9 @@ def test_a_decision_is_one_evalsha_of_the_script_on_the_namespaced_key():
     store = store_on(connection, clock)
     (decision,) = outcome(store.acquire("limit:ip:192.0.2.1", 0.0, 2.0, 10.0))
     assert decision == Decision(True, 4, 2.0, 0.0)
-    assert connection.commands[0] == ("SCRIPT", "LOAD", SCRIPT)
+    assert connection.commands[0] == ("SCRIPT", "LOAD", SCRIPT.source)
     assert connection.evals() == [
-        ("EVALSHA", SCRIPT_SHA, 1, b"twistgate:rl:limit:ip:192.0.2.1", "2000000.0", "10000000.0", 1)
+        ("EVALSHA", SCRIPT.sha, 1, b"twistgate:rl:limit:ip:192.0.2.1", "2000000.0", "10000000.0", 1)
     ]
 
 
@@ -273,13 +273,13 @@ def test_noscript_makes_the_store_send_eval_with_the_same_arguments():
     (decision,) = outcome(store.acquire("k", 0.0, 2.0, 10.0))
     assert decision == Decision(False, 0, 9.0, 1.5)
     evalsha, eval_ = connection.evals()
-    assert eval_[0] == "EVAL" and eval_[1] == SCRIPT and eval_[2:] == evalsha[2:]
+    assert eval_[0] == "EVAL" and eval_[1] == SCRIPT.source and eval_[2:] == evalsha[2:]
     assert store.state == "up"
 
 
 def test_a_call_that_takes_longer_than_store_timeout_fails_at_store_timeout():
     clock, connection = Clock(), FakeConnection()
-    store = RedisRateLimitStore(connection, clock, timeout=0.05)
+    store = limits(connection, clock, timeout=0.05)
     store.start()
     with capturedLogs() as events:
         result = outcome(store.acquire("k", 0.0, 2.0, 10.0))
@@ -288,7 +288,7 @@ def test_a_call_that_takes_longer_than_store_timeout_fails_at_store_timeout():
         clock.advance(0.001)
     (failure,) = result
     assert failure.check(StoreUnavailable)
-    assert store.state == "down" and store.outages == 1 and store.errors == 1
+    assert store.state == "down" and store.link.outages == 1 and store.link.errors == 1
     (error,) = [e for e in events if e["log_level"] == LogLevel.error]
     assert error["why"] == "no answer within 50ms"
     assert error["fallback"] == "requests pass unlimited"
@@ -296,7 +296,7 @@ def test_a_call_that_takes_longer_than_store_timeout_fails_at_store_timeout():
 
 def test_while_down_no_request_waits_and_the_episode_is_logged_once():
     clock, connection = Clock(), FakeConnection()
-    store = RedisRateLimitStore(connection, clock, timeout=0.05, probe_interval=0.5)
+    store = limits(connection, clock, timeout=0.05, probe_interval=0.5)
     store.start()
     connection.connected = False  # txredisapi is reconnecting
     with capturedLogs() as events:
@@ -309,7 +309,7 @@ def test_while_down_no_request_waits_and_the_episode_is_logged_once():
         clock.advance(5)  # ten probe times: none sends anything without a connection
     assert len(connection.commands) == sent
     assert len([e for e in events if e["log_level"] >= LogLevel.warn]) == 1
-    assert store.outages == 1 and store.errors == 1
+    assert store.link.outages == 1 and store.link.errors == 1
 
 
 def test_a_lost_connection_puts_the_store_down_without_waiting_for_the_timeout():
@@ -333,7 +333,7 @@ def test_once_script_load_was_answered_a_lost_connection_needs_no_timeout_either
     # Before any answer (a gateway starting while Redis is still coming up), a call waits for
     # the connection, within store_timeout.
     clock, connection = Clock(), FakeConnection()
-    store = RedisRateLimitStore(connection, clock, timeout=0.05)
+    store = limits(connection, clock, timeout=0.05)
     store.start()
     connection.connected = False
     result = outcome(store.acquire("k", 0.0, 2.0, 10.0))
@@ -350,21 +350,39 @@ def test_the_probe_brings_the_store_back_once_redis_answers_in_time():
     with capturedLogs() as events:
         outcome(store.acquire("k", 0.0, 2.0, 10.0))
         assert store.state == "down"
+        sent = len(connection.commands)
         clock.advance(1.0)
-        assert connection.evals()[-1][3] != PROBE_KEY.encode()  # no connection: no probe
+        assert len(connection.commands) == sent  # no connection: no probe
         connection.connected = True
         connection.reply = connection._hang  # connected, but Redis does not answer in time
         clock.advance(0.5)
-        assert connection.evals()[-1][3] == PROBE_KEY.encode()
+        # The probe is a write, which a replica left behind by a failover would refuse.
+        assert connection.commands[-1] == ("SET", PROBE_KEY, "1", "PX", "1000")
         clock.advance(0.05)
         assert store.state == "down"
         connection.reply = allowed_reply
         clock.advance(0.5)
-    assert store.state == "up" and store.outages == 1
+    assert store.state == "up" and store.link.outages == 1
     (back,) = [e for e in events if e["log_level"] == LogLevel.info]
     assert "answers again" in back["log_format"]
     (decision,) = outcome(store.acquire("k", 0.0, 2.0, 10.0))
     assert decision.allowed and connection.evals()[-1][3] == b"twistgate:rl:k"
+
+
+def test_an_error_redis_answers_is_not_an_outage_and_is_logged_once_per_kind():
+    clock, connection = Clock(), FakeConnection()
+    store = store_on(connection, clock, nodes=2)
+    connection.reply = lambda args: fail(txredisapi.ResponseError(
+        "OOM command not allowed when used memory > 'maxmemory'."))
+    with capturedLogs() as events:
+        results = [outcome(store.acquire("k", 0.0, 0.1, 10.0))[0] for _ in range(5)]
+    # Redis is there: the link stays up and every call still goes to it; each decision is
+    # made by the local fallback meanwhile, and the error is logged once.
+    assert store.state == "up" and store.link.outages == 0 and store.link.errors == 5
+    assert all(decision.allowed for decision in results) and store.local_decisions == 5
+    assert len(connection.evals()) == 5
+    (error,) = [e for e in events if e["log_level"] == LogLevel.error]
+    assert error["error"].startswith("OOM")
 
 
 def test_with_nodes_each_node_limits_locally_at_limit_over_nodes_while_down():
@@ -483,7 +501,7 @@ def test_a_reload_that_changes_the_store_starts_the_new_one_and_stops_the_old(mo
 
     monkeypatch.setattr(
         twistgate.runtime, "build_rate_limit_store",
-        lambda settings, reactor: RecordingStore(FakeConnection(), Clock()),
+        lambda settings, reactor: RecordingStore(RedisLink(FakeConnection(), Clock())),
     )
     gw = Gateway(gw_config(GW.format(redis_port=1)), MemoryReactorClock(), FACTORIES)
     gw.running = True  # as after startService, without opening listeners

@@ -15,9 +15,9 @@ from twistgate.config import GatewayConfig, RouteConfig, StoreSettings
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose
 from twistgate.headers import TrustedProxies
 from twistgate.router import DEFAULT_ALLOW, RouteTable
-from twistgate.stores import IRateLimitStore
 from twistgate.stores.redis import RedisRateLimitStore
 from twistgate.stores.redis_connection import connection_for
+from twistgate.stores.redis_link import RedisLink
 from twistgate.upstream.forward import Forwarder
 from twistgate.upstream.upstream import Upstream
 
@@ -84,17 +84,20 @@ class Runtime:
 
 
 def build_rate_limit_store(store: StoreSettings, reactor: IReactorTime):
-    """The shared rate-limit store that C{store} describes (not started yet), or None."""
+    """
+    The shared rate-limit store that C{store} describes (not started yet), or None. Its link
+    to Redis is the one the caches' response stores share.
+    """
     if store.backend != "redis":
         return None
     address = store.address
-    return RedisRateLimitStore(
+    link = RedisLink(
         connection_for(address, reactor),
         reactor,
         timeout=store.store_timeout,
-        nodes=store.nodes,
         description=str(address),
     )
+    return RedisRateLimitStore(link, nodes=store.nodes)
 
 
 def build_runtime(
@@ -149,8 +152,8 @@ def build_runtime(
     for name, section in config.filters.items():
         old = old_filters.get(name)
         if old is not None and previous.config.filters.get(name) == section and not (
-            # A limit counting in the old store must move to the new one.
-            store_changed and IRateLimitStore.providedBy(getattr(old, "store", None))
+            # A limit or a cache keeping its state in the old store must move to the new one.
+            store_changed and hasattr(old, "store")
         ):
             filters[name] = old
         else:
