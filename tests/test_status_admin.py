@@ -98,3 +98,33 @@ def test_a_slow_purge_answers_its_client_when_it_ends():
     head, _, body = transport.value().partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
     assert json.loads(body) == {"purged": 3}
+
+
+def test_a_purge_the_shared_store_could_not_make_answers_503_and_logs_no_traceback():
+    from twisted.internet.defer import FirstError
+
+    from twistgate.stores import StoreUnavailable
+
+    gateway = SlowPurgeGateway()
+    site = StatusSite(admin_tree(gateway), reactor=MemoryReactorClock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"POST /cache/purge?prefix=/users HTTP/1.1\r\nHost: 127.0.0.1:3001\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+    failures = []
+
+    def observe(event):
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        # As the gateway's gatherResults fails when one cache's Redis store is down.
+        gateway.purged.errback(FirstError(Failure(StoreUnavailable("the store is down")), 0))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 503 Service Unavailable"
+    assert "purge again" in json.loads(body)["message"]
+    assert failures == []

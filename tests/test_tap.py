@@ -72,23 +72,6 @@ def test_config_warnings_are_logged_at_start_up_and_on_every_reload(tmp_path):
     assert logged == [warning, warning]
 
 
-def test_start_up_says_that_redis_holds_rate_limits_but_not_the_cache():
-    from twisted.logger import LogLevel, capturedLogs
-
-    from twistgate.config import parse_config
-    from twistgate.filters import filter_factories
-
-    validators = {name: f.validate for name, f in filter_factories().items()}
-    redis = "[store]\nbackend = redis\nurl = redis://127.0.0.1:6379/0\n"
-    cache = "[filter:c]\nuse = cache\nttl = 5m\n"
-    for text, expected in [(redis, 0), (redis + cache, 1), (cache, 0)]:
-        with capturedLogs() as events:
-            tap.warn_about_unbuilt_features(parse_config(text, filter_factories=validators))
-        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
-        assert len(warnings) == expected, text
-        assert all("cached responses stay" in e["log_format"] for e in warnings)
-
-
 def test_one_worker_runs_the_gateway_in_the_twistd_process(tmp_path):
     from twistgate.gateway import Gateway
 

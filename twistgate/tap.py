@@ -81,12 +81,6 @@ class Options(usage.Options):
 
 def warn_about_unbuilt_features(config: GatewayConfig) -> None:
     """Say at start-up which valid settings this release does not act on yet."""
-    if config.store.backend == "redis" and any(
-        section.use == "cache" for section in config.filters.values()
-    ):
-        # Rate limits are shared through Redis; cached responses are not, yet.
-        log.warn("[store] backend = redis shares rate limits only: cached responses stay in each "
-                 "process's memory in this release")
     for aggregate in config.aggregates:
         log.warn("[aggregate:{name}] is valid but not served yet: aggregates arrive in a later "
                  "release", name=aggregate.name)

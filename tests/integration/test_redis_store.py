@@ -1,6 +1,6 @@
 """
-Three real twistd gateways on one real redis-server: one limit across all of them, and what
-happens when Redis goes away and comes back.
+Real twistd gateways on one real redis-server: one limit across all of them, one cache across
+all of them, and what happens when Redis goes away and comes back.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.resource import Resource
 
-from tests.integration.harness import Gateway, free_port
+from tests.integration.harness import Gateway, free_port, serve, wait_for_port
 from tests.integration.redis_server import RedisServer
 
 STORE_TIMEOUT = 0.2
@@ -246,3 +247,180 @@ def test_a_hung_redis_costs_each_gateway_one_store_timeout_then_nothing(
     assert response.code == 429  # the budget in Redis was kept: refused again at once
     state = yield store_state(gateways[1], pool)
     assert state["state"] == "up" and state["outages"] == 1 and state["errors"] >= 1
+
+
+# --- the cache: one store for every gateway ------------------------------------------------------
+
+
+class Counted(Resource):
+    """An upstream whose GETs are cacheable for a minute, each answer naming its number."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.gets: dict[str, int] = {}
+
+    def render_GET(self, request):
+        path = request.path.decode()
+        self.gets[path] = self.gets.get(path, 0) + 1
+        request.setHeader(b"cache-control", b"max-age=60")
+        body = b"answer %d of %s" % (self.gets[path], path.encode())
+        if path.startswith("/big"):
+            body += b" " + b"x" * 2000  # above max_shared_body: kept by the node that fetched it
+        return body
+
+    def render_POST(self, request):
+        request.setResponseCode(204)
+        return b""
+
+
+@pytest.fixture
+def cached_gateways(tmp_path):
+    """C{cached_gateways(redis)}: two gateways caching on that Redis, and their upstream."""
+    running = []
+    listening = []
+
+    def start(redis):
+        upstream = Counted()
+        _, port = serve(upstream)
+        listening.append(port)
+        gateways = []
+        for n in range(2):
+            directory = tmp_path / ("gw%d" % n)
+            directory.mkdir()
+            status_port = free_port()
+            gw = Gateway(directory, f"""
+                [gateway]
+                listen = tcp:{{port}}:interface=127.0.0.1
+                access_log = off
+                [status]
+                listen = tcp:{status_port}:interface=127.0.0.1
+                [store]
+                backend = redis
+                url = {redis.url}
+                store_timeout = {int(STORE_TIMEOUT * 1000)}ms
+                [filter:cache]
+                use = cache
+                max_shared_body = 1KB
+                [route:api]
+                prefix = /
+                upstream = http://127.0.0.1:{port.getHost().port}
+                filters = cache
+                """)
+            gw.status_base = "http://127.0.0.1:%d" % status_port
+            gw.status_url = gw.status_base + "/status.json"
+            running.append(gw)
+            gateways.append(gw.start())
+            wait_for_port(status_port, process=gw.process)
+        return gateways, upstream
+
+    yield start
+    for gw in running:
+        gw.stop()
+    for port in listening:
+        port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def fetch(url, pool, method="GET"):
+    # One Host for both gateways, as behind a load balancer: the host is part of the cache key.
+    response = yield treq.request(method, url, pool=pool, headers={"Host": "api.example"})
+    body = yield response.content()
+    return response, body
+
+
+@pytest_twisted.inlineCallbacks
+def stored(redis, *paths):
+    """Wait until Redis holds C{paths}: a response is stored as its body ends, just after the
+    client has it, so a request sent at once to another gateway could come first."""
+    keys = ["twistgate:cache:cache:" + path for path in paths]
+    for _ in range(100):
+        if all(redis.command("EXISTS", key) == "1" for key in keys):
+            return
+        yield sleep(0.02)
+    raise AssertionError("never stored: %r" % (paths,))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_response_cached_through_one_gateway_is_a_hit_on_another(
+        redis_server, cached_gateways, pool):
+    (one, two), upstream = cached_gateways(redis_server)
+    first, body = yield fetch(one.url("/items/1"), pool)
+    assert header(first, b"x-cache") == "MISS" and body == b"answer 1 of /items/1"
+    yield stored(redis_server, "/items/1")
+    again, body_again = yield fetch(two.url("/items/1"), pool)
+    assert header(again, b"x-cache") == "HIT" and body_again == body
+    assert int(header(again, b"age")) >= 0 and upstream.gets["/items/1"] == 1
+    # A body above max_shared_body stays with the gateway that fetched it: a hit there only.
+    yield fetch(one.url("/big/1"), pool)
+    yield stored(redis_server, "/big/1")
+    big_one, _ = yield fetch(one.url("/big/1"), pool)
+    big_two, _ = yield fetch(two.url("/big/1"), pool)
+    assert (header(big_one, b"x-cache"), header(big_two, b"x-cache")) == ("HIT", "MISS")
+    assert upstream.gets["/big/1"] == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_invalidation_or_a_purge_through_one_gateway_reaches_the_others(
+        redis_server, cached_gateways, pool):
+    (one, two), upstream = cached_gateways(redis_server)
+    paths = ("/items/1", "/items/2", "/big/1", "/other")
+    for path in paths:
+        yield fetch(one.url(path), pool)
+    yield stored(redis_server, *paths)
+    for path in paths:
+        yield fetch(two.url(path), pool)  # /big/1: each gateway holds a copy of its own
+    # RFC 9111 §4.4: a POST through gateway two drops /items/1 for gateway one too.
+    posted, _ = yield fetch(two.url("/items/1"), pool, method="POST")
+    assert posted.code == 204
+    after, body = yield fetch(one.url("/items/1"), pool)
+    assert header(after, b"x-cache") == "MISS" and body == b"answer 2 of /items/1"
+    # A purge sent to gateway one's admin API: gone on both, local copies included.
+    purged, answer = yield fetch(one.status_base + "/admin/cache/purge?prefix=/big", pool,
+                                 method="POST")
+    assert purged.code == 200 and json.loads(answer)["purged"] >= 1
+    purged, answer = yield fetch(one.status_base + "/admin/cache/purge?prefix=/items", pool,
+                                 method="POST")
+    assert purged.code == 200 and json.loads(answer)["purged"] == 2
+    results = []
+    for gw in (two, one):
+        for path in ("/items/1", "/items/2", "/big/1", "/other"):
+            response, _ = yield fetch(gw.url(path), pool)
+            results.append(header(response, b"x-cache"))
+    # Gateway two refetches what the purge dropped, and one then finds it (the big one aside).
+    assert results == ["MISS", "MISS", "MISS", "HIT", "HIT", "HIT", "MISS", "HIT"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_redis_killed_the_cache_answers_from_the_upstream_within_store_timeout(
+        redis_server, cached_gateways, pool):
+    (one, two), upstream = cached_gateways(redis_server)
+    yield fetch(one.url("/items/1"), pool)
+    redis_server.kill()
+    timings = []
+    for i in range(20):
+        started = time.monotonic()
+        response, body = yield fetch((one, two)[i % 2].url("/items/1"), pool)
+        timings.append(time.monotonic() - started)
+        assert response.code == 200 and body.startswith(b"answer ")
+        assert header(response, b"x-cache") == "BYPASS"
+    assert max(timings) < STORE_TIMEOUT + 0.3, timings
+    assert sorted(timings)[len(timings) // 2] < STORE_TIMEOUT / 2, timings
+    for gw in (one, two):
+        state = yield store_state(gw, pool)
+        assert state["state"] == "down"
+        log = gw.log()
+        assert log.count(" is down (") == 1 and "caches answer from their upstreams" in log
+        assert "Traceback" not in log
+    redis_server.start()
+    restarted = time.monotonic()
+    while time.monotonic() - restarted < 8:
+        response, _ = yield fetch(one.url("/items/3"), pool)
+        if header(response, b"x-cache") == "MISS":
+            break
+        yield sleep(0.05)
+    assert header(response, b"x-cache") == "MISS"
+    yield stored(redis_server, "/items/3")
+    response, _ = yield fetch(two.url("/items/3"), pool)
+    assert header(response, b"x-cache") == "HIT"

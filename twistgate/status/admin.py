@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from twisted.internet.defer import FirstError
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from twistgate.status.pages import Directory, Endpoint, answer_error, answer_json
+from twistgate.stores import StoreUnavailable
 
 log = Logger()
 
@@ -106,8 +108,17 @@ class Purge(AdminEndpoint):
         self._finish(request, answer_json(request, 200, {"purged": purged}), gone)
 
     def _failed(self, failure, request, gone: list[bool]) -> None:
-        log.failure("cache purge failed", failure)
-        self._finish(request, answer_error(request, 500, "the purge failed; see the log"), gone)
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
+        if failure.check(StoreUnavailable):
+            # Redis is down (logged once by the store): nothing shared could be dropped. Say so,
+            # so that whoever purges can try again, rather than believe it done.
+            body = answer_error(request, 503, "the shared store is down: purge again once it "
+                                "is back (%s)" % failure.getErrorMessage())
+        else:
+            log.failure("cache purge failed", failure)
+            body = answer_error(request, 500, "the purge failed; see the log")
+        self._finish(request, body, gone)
 
     @staticmethod
     def _finish(request, body: bytes, gone: list[bool]) -> None:

@@ -60,6 +60,8 @@ from twistgate.filters.cache.settings import CacheSettings, validate_settings
 from twistgate.filters.cache.validation import is_304_for
 from twistgate.filters.cache.vary import select_variant, selecting_values
 from twistgate.http._twisted import raw_table
+from twistgate.stores import StoreUnavailable
+from twistgate.stores.redis_responses import RedisResponseStore
 from twistgate.stores.responses import (
     IResponseStore,
     ISynchronousResponseStore,
@@ -487,7 +489,9 @@ class Cache:
         d.addErrback(self._store_error)
 
     def _store_error(self, failure: Failure) -> None:
-        log.failure("cache {filter}: the store failed", failure, filter=self.name)
+        # A store that knows it is down (StoreUnavailable) has logged the episode itself.
+        if not failure.check(StoreUnavailable):
+            log.failure("cache {filter}: the store failed", failure, filter=self.name)
 
     def _store_failed(self, failure: Failure, request: _Request) -> Deferred[Reply]:
         """The store could not be read: the request passes as if nothing were stored."""
@@ -580,13 +584,17 @@ class CacheFactory:
         return validate_settings(section)
 
     def build(self, name: str, settings: CacheSettings, services: FilterServices) -> Cache:
-        """The cache of section C{name}, with a memory store of its own of ``max_size``."""
-        config = getattr(services, "config", None)
-        if config is not None and config.store.backend != "memory":
-            log.warn(
-                "cache {filter}: [store] backend = {backend} is not available for the cache in "
-                "this release; responses are kept in this process's memory",
-                filter=name,
-                backend=config.store.backend,
-            )
-        return Cache(name, settings, services.reactor, MemoryResponseStore(settings.max_size))
+        """
+        The cache of section C{name}: on a memory store of its own of ``max_size``, or with
+        ``[store] backend = redis`` on Redis, shared by every gateway on it, with the bodies
+        above ``max_shared_body`` in a memory store of ``max_size``.
+        """
+        local = MemoryResponseStore(settings.max_size)
+        link = getattr(services, "redis_link", None)
+        if link is None:
+            return Cache(name, settings, services.reactor, local)
+        shared = settings.max_shared_body
+        if shared is None:
+            shared = settings.max_entry_size
+        store = RedisResponseStore(link, name, local, shared)
+        return Cache(name, settings, services.reactor, store)

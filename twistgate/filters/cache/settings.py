@@ -2,8 +2,10 @@
 The keys of a ``[filter:NAME] use = cache`` section, checked once at load time.
 
 ``ttl`` (optional duration), ``max_size`` (size, 64MB), ``max_entry_size`` (size, the smaller of
-1MB and an eighth of ``max_size``) and ``scope`` (``auto`` or ``shared``); docs/filters/cache.md
-says what each does. Every problem is reported, one line each, as the rest of gw.ini's are.
+1MB and an eighth of ``max_size``), ``scope`` (``auto`` or ``shared``) and ``max_shared_body``
+(size, ``max_entry_size``: with ``[store] backend = redis``, larger bodies stay in each node's
+memory); docs/filters/cache.md says what each does. Every problem is reported, one line each, as
+the rest of gw.ini's are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 #: max_entry_size by default: this, or an eighth of max_size when that is smaller.
 DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024
 SCOPES = ("auto", "shared")
-_KEYS = ("ttl", "max_size", "max_entry_size", "scope")
+_KEYS = ("ttl", "max_size", "max_entry_size", "scope", "max_shared_body")
 
 
 @attrs.frozen
@@ -36,12 +38,16 @@ class CacheSettings:
     @ivar max_entry_size: responses larger than this stream through without being stored.
     @ivar scope: C{"auto"} (responses to authenticated requests are stored per subject) or
         C{"shared"} (stored only where RFC 9111 §3.5 allows, then shared).
+    @ivar max_shared_body: with a Redis store, bodies larger than this are kept in this node's
+        memory (up to C{max_size}) rather than in Redis; None: C{max_entry_size}, every stored
+        body is shared.
     """
 
     ttl: float | None = None
     max_size: int = DEFAULT_MAX_SIZE
     max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     scope: str = "auto"
+    max_shared_body: int | None = None
 
 
 def validate_settings(section: Mapping[str, str]) -> CacheSettings:
@@ -51,13 +57,15 @@ def validate_settings(section: Mapping[str, str]) -> CacheSettings:
     max_size = reader.get("max_size", _parse_size, DEFAULT_MAX_SIZE)
     max_entry_size = reader.get("max_entry_size", _parse_size)
     scope = reader.get("scope", _parse_scope, "auto")
+    max_shared_body = reader.get("max_shared_body", _parse_shared_size)
     if max_entry_size is None:
         max_entry_size = min(DEFAULT_MAX_ENTRY_SIZE, max(1, max_size // 8))
     elif max_entry_size > max_size:
         reader.problem("max_entry_size", "%s is larger than max_size (%s)"
                        % (units.format_size(max_entry_size), units.format_size(max_size)))
     reader.check()
-    return CacheSettings(ttl=ttl, max_size=max_size, max_entry_size=max_entry_size, scope=scope)
+    return CacheSettings(ttl=ttl, max_size=max_size, max_entry_size=max_entry_size, scope=scope,
+                         max_shared_body=max_shared_body)
 
 
 def _parse_ttl(text: str) -> float:
@@ -72,6 +80,11 @@ def _parse_size(text: str) -> int:
     if size < 1:
         raise ValueError("must be at least 1 byte")
     return size
+
+
+def _parse_shared_size(text: str) -> int:
+    # 0 is allowed: every body stays local, and Redis holds only which copies are current.
+    return units.parse_size(text)
 
 
 def _parse_scope(text: str) -> str:
