@@ -127,7 +127,7 @@ class RedisRateLimitStore:
         See L{IRateLimitStore.acquire}. C{now} is used only by the local fallback: Redis decides
         on its own clock.
         """
-        if not self.link.up:
+        if not self.link.usable():
             return self._without_redis(key, now, emission_interval, tolerance, cost)
         d = self.link.script(
             SCRIPT,

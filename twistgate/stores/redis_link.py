@@ -137,9 +137,11 @@ class RedisLink:
 
     # --- calls -----------------------------------------------------------------------------
 
-    @property
-    def up(self) -> bool:
-        """Whether a call now would go to Redis (rather than fail at once)."""
+    def usable(self) -> bool:
+        """
+        Whether a call now would go to Redis (rather than fail at once). Finding the connection
+        that answered gone puts the link down here, before any call waits for it.
+        """
         if self.state == "down":
             return False
         if self._answered and not self._connection.connected:
@@ -155,7 +157,7 @@ class RedisLink:
         at once while down, and when this call finds Redis gone. An error Redis answers fails
         the Deferred with that error (L{txredisapi.ResponseError}).
         """
-        if not self.up:
+        if not self.usable():
             return self._unavailable()
         d = self._send(command)
         d.addTimeout(self.timeout, self.clock)
@@ -164,7 +166,7 @@ class RedisLink:
 
     def script(self, script: Script, keys: tuple, args: tuple) -> Deferred:
         """C{script} on C{keys} with C{args}, by EVALSHA (EVAL after NOSCRIPT), as L{call}."""
-        if not self.up:
+        if not self.usable():
             return self._unavailable()
         d = self._send(("EVALSHA", script.sha, len(keys)) + keys + args)
         d.addErrback(self._eval_instead, script, keys, args)
