@@ -528,9 +528,10 @@ def test_hits_do_not_touch_the_upstream_headers():
 class LaterStore:
     """The memory store behind Deferreds only, which fire when the test says (C{flush})."""
 
-    def __init__(self, fail=False):
+    def __init__(self, fail=False, error=None):
         self.memory = MemoryResponseStore(1024 * 1024)
         self.fail = fail
+        self.error = error or ConnectionError("the store is down")
         self.queue = []
 
     def _later(self, call, *args):
@@ -542,7 +543,7 @@ class LaterStore:
         while self.queue:
             d, call, args = self.queue.pop(0)
             if self.fail:
-                d.errback(Failure(ConnectionError("the store is down")))
+                d.errback(Failure(self.error))
             else:
                 d.callback(call(*args))
 
@@ -597,3 +598,21 @@ def test_a_failing_store_lets_requests_through_to_the_upstream():
     assert (reply.code, header(reply, b"x-cache")) == (200, "BYPASS")
     assert len(upstream.seen) == 1
     assert any(event.get("log_level") == LogLevel.critical for event in events)
+
+
+def test_a_store_that_knows_it_is_down_lets_requests_through_without_a_log_line_each():
+    from twistgate.stores import StoreUnavailable
+
+    # A Redis store that is down fails each call with StoreUnavailable, having logged the
+    # episode once itself: a line (and a traceback) per request would flood the log.
+    cache, _ = later_cache(LaterStore(fail=True, error=StoreUnavailable("redis is down")))
+    upstream = Upstream(headers={b"cache-control": b"max-age=60"})
+    with capturedLogs() as events:
+        for _ in range(3):
+            d = cache.handle(exchange(), upstream)
+            cache.store.flush()
+            assert header(result(d), b"x-cache") == "BYPASS"
+        cache.invalidate(b"/users/7")
+        cache.store.flush()
+    assert len(upstream.seen) == 3
+    assert [e for e in events if e.get("log_level", LogLevel.debug) >= LogLevel.warn] == []
