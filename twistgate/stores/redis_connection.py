@@ -36,6 +36,39 @@ RECONNECT_MAX_DELAY = 1.0
 SENTINEL_DISCOVERY_TIMEOUT = 1.0
 
 
+class _InOneTurn:
+    """
+    txredisapi's pure-Python parser, less a reactor turn per bulk string in a reply.
+
+    After each bulk string, txredisapi pauses the transport and parses the rest of the data on
+    the next reactor turn (C{callLater(0)}): with the store's reply (two bulk strings) that is
+    two turns, two timers and four epoll changes per request, and a reply queued behind others
+    waits one turn per bulk string before it, which under load is more than C{store_timeout}.
+    Here the rest is parsed at once. (hiredis' parser, when it is installed, never gets here.)
+    """
+
+    _rest: bytes | None = None
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        self.line_mode = 1
+        if extra:
+            self._rest = extra
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        super().dataReceived(data, unpause)
+        while self._rest is not None:
+            rest, self._rest = self._rest, None
+            super().dataReceived(rest)
+
+
+class _Protocol(_InOneTurn, txredisapi.RedisProtocol):
+    pass
+
+
+class _SentinelProtocol(_InOneTurn, txredisapi.SentinelRedisProtocol):
+    pass
+
+
 class IRedisConnection(Interface):
     """What the Redis store needs of a connection."""
 
@@ -91,6 +124,7 @@ class RedisConnection:
             convertNumbers=False,
             username=address.username,
         )
+        self._factory.protocol = _Protocol
         self._factory.initialDelay = RECONNECT_INITIAL_DELAY
         self._factory.maxDelay = RECONNECT_MAX_DELAY
         self._started = False
@@ -140,6 +174,7 @@ class SentinelRedisConnection:
             # The public way to reach the factory master_for makes: it is the one that knows
             # whether a connection is up.
             maxDelay = RECONNECT_MAX_DELAY
+            protocol = _SentinelProtocol
 
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
