@@ -5,7 +5,9 @@ arrived delivered at once rather than one bulk string per reactor turn.
 
 from __future__ import annotations
 
+import pytest
 import txredisapi
+from twisted.internet.defer import CancelledError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from twistgate.stores import redis_connection
@@ -64,3 +66,30 @@ def test_the_connections_use_it():
     connection = redis_connection.RedisConnection(address, MemoryReactorClock())
     assert connection._factory.protocol is _Protocol
     assert issubclass(_SentinelProtocol, txredisapi.SentinelRedisProtocol)
+
+
+def test_commands_are_the_bytes_txredisapi_would_write():
+    ours, theirs = connected(), txredisapi.BaseRedisProtocol(charset="utf-8")
+    commands = [
+        ("EVALSHA", "0" * 40, 1, b"twistgate:rl:limit\xff", "2000000.0", "1e+16", 1),
+        ("SCRIPT", "LOAD", "return {1, 'é'}"),
+        ("SET", "k", 1.5, -3, 2**70, bytearray(b"x"), True),
+        ("GET", "twistgate:rl:\udcff".encode("utf-8", "surrogateescape")),
+        ("PING",),
+    ]
+    for command in commands:
+        assert ours._build_command(*command) == theirs._build_command(*command), command
+    with pytest.raises(txredisapi.InvalidData):
+        ours._build_command("GET", "\udcff")
+
+
+def test_a_cancelled_command_leaves_its_place_to_the_reply_still_to_come():
+    protocol = connected()
+    answers: list = []
+    first = protocol.execute_command("EVALSHA")
+    first.addErrback(lambda failure: answers.append(failure.type))
+    protocol.execute_command("PING").addCallback(answers.append)
+    first.cancel()
+    protocol.dataReceived(REPLY + b"+PONG\r\n")
+    assert answers == [CancelledError, "PONG"]
+    assert protocol.transport.value().startswith(b"*1\r\n$7\r\nEVALSHA\r\n*1\r\n$4\r\nPING")
