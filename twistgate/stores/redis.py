@@ -32,6 +32,7 @@ from zope.interface import implementer
 from twistgate.stores import Decision, IRateLimitStore, StoreUnavailable
 from twistgate.stores.memory import MemoryRateLimitStore
 from twistgate.stores.redis_connection import IRedisConnection
+from twistgate.stores.timeouts import CallTimeouts
 
 log = Logger()
 
@@ -140,6 +141,8 @@ class RedisRateLimitStore:
         # The fallback keeps its own keys: they start fresh at each outage, like a node that
         # joins, and are forgotten by the memory store's own sweep.
         self._local = MemoryRateLimitStore(clock) if nodes else None
+        # store_timeout for every call with one timer, not a DelayedCall per request.
+        self._timeouts = CallTimeouts(clock, timeout)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class RedisRateLimitStore:
         if self._probe is not None and self._probe.active():
             self._probe.cancel()
         self._probe = None
+        self._timeouts.stop()
         if self._local is not None:
             self._local.stop()
         return self._connection.stop()
@@ -210,8 +214,7 @@ class RedisRateLimitStore:
         except Exception:
             d = fail()
         d.addErrback(self._eval_instead, args)
-        d.addTimeout(self.timeout, self._clock)
-        return d
+        return self._timeouts.watch(d)
 
     def _eval_instead(self, failure: Failure, args: tuple) -> Deferred | Failure:
         if not _is_noscript(failure):
