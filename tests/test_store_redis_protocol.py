@@ -1,20 +1,23 @@
 """
-The protocol of the Redis store's connections: txredisapi's parser, with every reply that has
-arrived delivered at once rather than one bulk string per reactor turn.
+The protocol of the Redis store's connections: every reply that has arrived parsed at once (not
+one bulk string per reactor turn), into what txredisapi's parser makes of it; commands sent in
+fewer steps, as the bytes txredisapi would write.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import txredisapi
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, DeferredQueue
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from twistgate.stores import redis_connection
 from twistgate.stores.address import parse_redis_url
 from twistgate.stores.redis_connection import _Protocol, _SentinelProtocol
 
-#: Two of the script's replies (two bulk strings each), as Redis writes them.
+#: One of the script's replies (two bulk strings in it), as Redis writes it.
 REPLY = b"*4\r\n:1\r\n:41\r\n$9\r\n2000000.5\r\n$1\r\n0\r\n"
 
 
@@ -93,3 +96,88 @@ def test_a_cancelled_command_leaves_its_place_to_the_reply_still_to_come():
     protocol.dataReceived(REPLY + b"+PONG\r\n")
     assert answers == [CancelledError, "PONG"]
     assert protocol.transport.value().startswith(b"*1\r\n$7\r\nEVALSHA\r\n*1\r\n$4\r\nPING")
+
+
+#: Replies of every kind, as Redis writes them.
+REPLIES = [
+    REPLY,
+    b"+OK\r\n",
+    b"-ERR unknown command 'NOPE'\r\n",
+    b"-ERR\r\n",
+    b":-12\r\n",
+    b"$-1\r\n",
+    b"$0\r\n\r\n",
+    b"$4\r\na\r\nb\r\n",  # CRLF inside a bulk string
+    b"$2\r\n\xff\xfe\r\n",  # not UTF-8: stays bytes
+    b"*-1\r\n",
+    b"*0\r\n",
+    b"*3\r\n$6\r\nmaster\r\n:3129\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n9999\r\n$4\r\n3129\r\n",
+    b"*2\r\n-NOSCRIPT No matching script.\r\n$-1\r\n",
+    b"*2\r\n*0\r\n*1\r\n+PONG\r\n",
+]
+
+
+class Recorder:
+    def __init__(self, protocol):
+        self.replies: list = []
+        protocol.replyReceived = self.replies.append
+
+
+def parsed(protocol, chunks) -> list:
+    recorder = Recorder(protocol)
+    protocol.makeConnection(StringTransport())
+    for chunk in chunks:
+        protocol.dataReceived(chunk)
+    return [comparable(reply) for reply in recorder.replies]
+
+
+def comparable(reply):
+    if isinstance(reply, Exception):
+        return (type(reply).__name__, str(reply))
+    if isinstance(reply, list):
+        return [comparable(item) for item in reply]
+    return reply
+
+
+def txredisapi_parsed(chunks) -> list:
+    theirs = txredisapi.BaseRedisProtocol(charset="utf-8", convertNumbers=False)
+    theirs.callLater = lambda delay, f, *args: f(*args)  # its later turns, at once
+    return parsed(theirs, chunks)
+
+
+def test_replies_parse_as_txredisapi_parses_them():
+    data = b"".join(REPLIES)
+    expected = txredisapi_parsed([data])
+    assert len(expected) == len(REPLIES)
+    ours = _Protocol(charset="utf-8", convertNumbers=False)
+    assert parsed(ours, [data]) == expected
+    for cut in range(1, len(data)):
+        ours = _Protocol(charset="utf-8", convertNumbers=False)
+        assert parsed(ours, [data[:cut], data[cut:]]) == expected, cut
+    ours = _Protocol(charset="utf-8", convertNumbers=False)
+    assert parsed(ours, [data[i : i + 1] for i in range(len(data))]) == expected
+
+
+def test_multi_and_exec_go_through_txredisapis_transaction_code():
+    protocol = connected()
+    protocol.factory = SimpleNamespace(connectionQueue=DeferredQueue())
+    results: list = []
+    protocol.multi().addCallback(results.append)
+    protocol.dataReceived(b"+OK\r\n")
+    (transaction,) = results
+    transaction.set("a", "1").addCallback(results.append)
+    transaction.get("a").addCallback(results.append)
+    protocol.dataReceived(b"+QUEUED\r\n+QUEUED\r\n")
+    transaction.commit().addCallback(results.append)
+    protocol.dataReceived(b"*2\r\n+OK\r\n$1\r\n1\r\n")
+    assert results[1:] == ["QUEUED", "QUEUED", ["OK", "1"]]
+
+
+def test_an_unreadable_reply_fails_its_command_and_closes_the_connection():
+    protocol = connected()
+    results: list = []
+    protocol.execute_command("PING").addErrback(results.append)
+    protocol.dataReceived(b"$x\r\n")
+    (failure,) = results
+    assert failure.check(txredisapi.InvalidResponse)
+    assert protocol.transport.disconnecting

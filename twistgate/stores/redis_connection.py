@@ -36,32 +36,96 @@ RECONNECT_MAX_DELAY = 1.0
 SENTINEL_DISCOVERY_TIMEOUT = 1.0
 
 
-class _InOneTurn:
+class _Replies:
     """
-    txredisapi's pure-Python parser, less a reactor turn per bulk string in a reply.
+    Redis' replies parsed in one go: what txredisapi's pure-Python parser delivers, in fewer steps.
 
-    After each bulk string, txredisapi pauses the transport and parses the rest of the data on
-    the next reactor turn (C{callLater(0)}): with the store's reply (two bulk strings) that is
-    two turns, two timers and four epoll changes per request, and a reply queued behind others
-    waits one turn per bulk string before it, which under load is more than C{store_timeout}.
-    Here the rest is parsed at once. (hiredis' parser, when it is installed, never gets here.)
+    txredisapi's parser pauses the transport after each bulk string and parses the rest of the
+    data on the next reactor turn (C{callLater(0)}): with the store's reply (two bulk strings)
+    that is two turns, two timers and four epoll changes per request, and a reply queued behind
+    others waits a turn per bulk string before it, which under load is more than
+    C{store_timeout}. It also splits its buffer once per line, copying what follows each time.
+    Here every complete reply in the data is parsed at once, by offsets, into the same values
+    (bulk strings through C{tryConvertData}, errors as L{txredisapi.ResponseError}, MULTI's
+    C{QUEUED} and EXEC through txredisapi's own transaction code). Not used when hiredis is
+    installed: txredisapi parses with it then.
     """
 
-    _rest: bytes | None = None
-
-    def setLineMode(self, extra: bytes = b"") -> None:
-        self.line_mode = 1
-        if extra:
-            self._rest = extra
+    _unparsed = b""
 
     def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        super().dataReceived(data, unpause)
-        while self._rest is not None:
-            rest, self._rest = self._rest, None
-            super().dataReceived(rest)
+        buffer = self._unparsed + data if self._unparsed else data
+        position, end = 0, len(buffer)
+        while position < end:
+            kind = buffer[position]
+            try:
+                reply, after = _reply(self, buffer, position)
+            except (ValueError, UnicodeDecodeError) as e:
+                self._unparsed = b""
+                self.replyReceived(txredisapi.InvalidResponse("unreadable reply: %s" % e))
+                self.transport.loseConnection()
+                return
+            if after < 0:
+                break
+            position = after
+            if kind == _ARRAY:
+                reply = self.handleTransactionData(reply)
+            elif kind == _STATUS and reply == "QUEUED":
+                self.transactions += 1
+            self.replyReceived(reply)
+            if self.transport is None or self.transport.disconnecting:
+                position = end
+                break
+        self._unparsed = buffer[position:] if position < end else b""
 
-    # One command per request is the store's whole traffic: what follows sends it with fewer
-    # steps than txredisapi, to the same bytes and the same Deferred.
+
+_BULK, _ARRAY, _STATUS, _ERROR, _INTEGER = b"$*+-:"
+
+
+def _reply(protocol: txredisapi.BaseRedisProtocol, buffer: bytes, position: int) -> tuple:
+    """The reply that starts at C{position}, and where the next one starts (-1: incomplete)."""
+    eol = buffer.find(b"\r\n", position)
+    if eol < 0:
+        return None, -1
+    kind = buffer[position]
+    if kind == _BULK:
+        length = int(buffer[position + 1 : eol])
+        if length < 0:
+            return None, eol + 2
+        start = eol + 2
+        stop = start + length
+        if stop + 2 > len(buffer):
+            return None, -1
+        return protocol.tryConvertData(buffer[start:stop]), stop + 2
+    if kind == _ARRAY:
+        count = int(buffer[position + 1 : eol])
+        position = eol + 2
+        if count < 0:
+            return None, position
+        items = []
+        for _ in range(count):
+            item, position = _reply(protocol, buffer, position)
+            if position < 0:
+                return None, -1
+            items.append(item)
+        return items, position
+    line = buffer[position + 1 : eol]
+    if kind == _INTEGER:
+        return int(line), eol + 2
+    if kind == _STATUS:
+        return line.decode(), eol + 2
+    if kind == _ERROR:
+        message = line.decode()
+        # (sic) txredisapi's test, which strips nothing but a bare "ERR"
+        return txredisapi.ResponseError(message[4:] if message[:4] == "ERR" else message), eol + 2
+    raise ValueError("no reply starts with %r" % buffer[position : position + 1])
+
+
+class _Commands:
+    """
+    One command per request is the store's whole traffic: this sends it in fewer steps than
+    txredisapi, as the same bytes, for the same Deferred.
+    """
 
     def execute_command(self, *args: object, **kwargs: object) -> Deferred:
         if kwargs or self.pipelining or self.inMulti or self.replyTimeout or not self.connected:
@@ -91,11 +155,15 @@ class _InOneTurn:
         return b"".join(parts)
 
 
-class _Protocol(_InOneTurn, txredisapi.RedisProtocol):
+#: What our protocols add to txredisapi's: hiredis parses replies better still, when installed.
+_MIXINS = (_Commands,) if txredisapi.hiredis is not None else (_Commands, _Replies)
+
+
+class _Protocol(*_MIXINS, txredisapi.RedisProtocol):
     pass
 
 
-class _SentinelProtocol(_InOneTurn, txredisapi.SentinelRedisProtocol):
+class _SentinelProtocol(*_MIXINS, txredisapi.SentinelRedisProtocol):
     pass
 
 
