@@ -8,8 +8,10 @@ by side, in one run.
 Two twistgate processes run the same gw.ini (a rate limit far above what the machine reaches, in
 front of the plain proxy) but for ``[store]``: one counts in its own memory, the other asks a
 ``redis-server`` started for the run (127.0.0.1, a free port, no persistence) once per request.
-Rounds alternate between them; each prints its requests per second and the CPU it spent per
-request, and the run ends with the Redis store's throughput as a share of the memory store's.
+Rounds alternate between them; each prints its requests per second, the CPU it spent per
+request, redis-server's CPU per request, and the share of its requests that Redis decided (the
+rest passed because the store was down: a round below 100% flatters the store); the run ends
+with the Redis store's throughput as a share of the memory store's.
 Needs what ``python -m bench`` needs, and redis-server (``apt-get install -y redis-server``).
 """
 
