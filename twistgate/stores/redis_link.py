@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from twistgate.stores import StoreUnavailable
 from twistgate.stores.redis_connection import IRedisConnection
+from twistgate.stores.timeouts import CallTimeouts
 
 log = Logger()
 
@@ -97,6 +98,8 @@ class RedisLink:
         self._answered = False  # whether a connection has answered (since the last outage)
         self._last_error = ""
         self._on_stop: list[Callable[[], object]] = []
+        # store_timeout for every call with one timer, not a DelayedCall per request.
+        self._timeouts = CallTimeouts(clock, timeout)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -131,6 +134,7 @@ class RedisLink:
         if self._probe is not None and self._probe.active():
             self._probe.cancel()
         self._probe = None
+        self._timeouts.stop()
         for callback in self._on_stop:
             callback()
         return self._connection.stop()
@@ -159,8 +163,7 @@ class RedisLink:
         """
         if not self.usable():
             return self._unavailable()
-        d = self._send(command)
-        d.addTimeout(self.timeout, self.clock)
+        d = self._timeouts.watch(self._send(command))
         d.addCallbacks(self._answer, self._failed)
         return d
 
@@ -170,7 +173,7 @@ class RedisLink:
             return self._unavailable()
         d = self._send(("EVALSHA", script.sha, len(keys)) + keys + args)
         d.addErrback(self._eval_instead, script, keys, args)
-        d.addTimeout(self.timeout, self.clock)
+        d = self._timeouts.watch(d)
         d.addCallbacks(self._answer, self._failed)
         return d
 
