@@ -251,6 +251,10 @@ def test_a_hung_redis_costs_each_gateway_one_store_timeout_then_nothing(
 
 # --- the cache: one store for every gateway ------------------------------------------------------
 
+#: Long enough that a request which waited for Redis stands apart from one that did not, even on
+#: a busy machine where a cold PyPy takes a tenth of a second to proxy a request.
+CACHE_STORE_TIMEOUT = 1.0
+
 
 class Counted(Resource):
     """An upstream whose GETs are cacheable for a minute, each answer naming its number."""
@@ -299,7 +303,7 @@ def cached_gateways(tmp_path):
                 [store]
                 backend = redis
                 url = {redis.url}
-                store_timeout = {int(STORE_TIMEOUT * 1000)}ms
+                store_timeout = {int(CACHE_STORE_TIMEOUT * 1000)}ms
                 [filter:cache]
                 use = cache
                 max_shared_body = 1KB
@@ -335,7 +339,8 @@ def stored(redis, *paths):
     """Wait until Redis holds C{paths}: a response is stored as its body ends, just after the
     client has it, so a request sent at once to another gateway could come first."""
     keys = ["twistgate:cache:cache:" + path for path in paths]
-    for _ in range(100):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         if all(redis.command("EXISTS", key) == "1" for key in keys):
             return
         yield sleep(0.02)
@@ -405,8 +410,9 @@ def test_with_redis_killed_the_cache_answers_from_the_upstream_within_store_time
         timings.append(time.monotonic() - started)
         assert response.code == 200 and body.startswith(b"answer ")
         assert header(response, b"x-cache") == "BYPASS"
-    assert max(timings) < STORE_TIMEOUT + 0.3, timings
-    assert sorted(timings)[len(timings) // 2] < STORE_TIMEOUT / 2, timings
+    # None waits longer than store_timeout, and once a gateway knows Redis is down, none waits.
+    assert max(timings) < CACHE_STORE_TIMEOUT + 0.5, timings
+    assert sorted(timings)[len(timings) // 2] < CACHE_STORE_TIMEOUT / 2, timings
     for gw in (one, two):
         state = yield store_state(gw, pool)
         assert state["state"] == "down"
