@@ -200,7 +200,11 @@ def _scalar(value: Any, slot: Slot, in_list: bool = False) -> str:
 def _encode(text: str) -> str:
     # safe="": only the unreserved characters stay as they are. surrogateescape: a request path
     # that is not UTF-8 reaches the part with its own bytes, encoded.
-    return quote(text, safe="", errors="surrogateescape")
+    try:
+        return quote(text, safe="", errors="surrogateescape")
+    except UnicodeEncodeError:
+        # A lone surrogate from a JSON answer ("\ud800"): no bytes to send for it.
+        raise FillError("a value is not valid Unicode text") from None
 
 
 def fill(template: PathTemplate, params: Mapping[str, str], answers: Mapping[str, Any]) -> str:
