@@ -56,6 +56,7 @@ class FakeRuntime:
         self.trusted = TrustedProxies([])
         self.reserved_headers = reserved_headers
         self.drop_underscores = drop_underscores
+        self.aggregates = None
 
 
 @pytest.mark.parametrize(
