@@ -13,7 +13,7 @@ import jwt
 import pytest_twisted
 import treq
 
-from tests.integration.harness import free_port
+from tests.integration.harness import free_port, sleep
 
 SECRET = "aggregate-integration-secret-" * 2
 
@@ -215,7 +215,14 @@ def test_the_access_log_names_the_aggregate_and_each_parts_upstream_status_and_d
     gw = gateway(config(a, b, tmp_path))
     response, _ = yield get(gw.url("/partial"))
     assert response.code == 200
-    lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    # The line is written once the answer is sent: it may reach the file after the client
+    # has read the answer.
+    log = tmp_path / "access.log"
+    for _ in range(100):
+        lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        if any(line["path"] == "/partial" for line in lines):
+            break
+        yield sleep(0.05)
     (line,) = [line for line in lines if line["path"] == "/partial"]
     assert line["aggregate"] == "partial" and line["route"] is None
     assert [(p["part"], p["upstream"], p["status"], p["reason"]) for p in line["parts"]] == [
