@@ -31,6 +31,8 @@ from twistgate.status.traffic import Traffic
 
 
 class FakeRoute:
+    aggregate = False
+
     def __init__(self, prefix, methods=None, strip_prefix=False):
         self.name = prefix.decode()
         self.prefix = prefix
