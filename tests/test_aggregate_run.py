@@ -382,3 +382,41 @@ def test_a_part_answered_at_once_still_gives_one_answer():
     _, answers = run(agg)
     assert calls.paths() == [("users", "/a"), ("users", "/b/1")]
     assert body(answers[0]) == {"a": {"n": 1}, "b": {"n": 2}}
+
+
+def test_the_runtime_gives_each_part_its_own_breaker_and_keeps_it_across_a_reload():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from twistgate.filters import filter_factories
+    from twistgate.runtime import build_runtime
+
+    factories = filter_factories()
+    validators = {name: factory.validate for name, factory in factories.items()}
+    text = UPSTREAMS + textwrap.dedent("""
+        [filter:b]
+        use = circuit_breaker
+        failures = 3
+        [aggregate:p]
+        path = /p/{id}
+        fetch.user = users /users/{id}
+        fetch.orders = orders /orders?user={id}
+        breaker = b
+    """)
+    clock = MemoryReactorClock()
+    first = build_runtime(parse_config(text, environ={}, filter_factories=validators), clock,
+                          factories)
+    assert set(first.part_breakers) == {"b[p.user]", "b[p.orders]"}
+    user, orders = first.part_breakers["b[p.user]"], first.part_breakers["b[p.orders]"]
+    assert user is not orders and user is not first.filters["b"]
+    (route,) = first.aggregate_list
+    assert [part.breaker for part in route.aggregator.parts] == [user, orders]
+    assert first.aggregates.match(b"/p/7") == (route, {"id": "7"})
+
+    same = build_runtime(parse_config(text, environ={}, filter_factories=validators), clock,
+                         factories, previous=first)
+    assert same.part_breakers["b[p.user]"] is user
+    changed = build_runtime(
+        parse_config(text.replace("failures = 3", "failures = 4"), environ={},
+                     filter_factories=validators), clock, factories, previous=same)
+    assert changed.part_breakers["b[p.user]"] is not user
+    assert changed.part_breakers["b[p.user]"].settings.failures == 4
