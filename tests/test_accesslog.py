@@ -22,6 +22,12 @@ FIELDS = ["time", "request_id", "client", "method", "path", "route", "upstream",
 
 class FakeRoute:
     name = "users"
+    aggregate = False
+
+
+class FakeAggregate:
+    name = "profile"
+    aggregate = True
 
 
 class FakeExchange:
@@ -45,6 +51,32 @@ class FakeRequest:
             "target": "http://127.0.0.1:4000",
             "attempts": [("users", "http://127.0.0.1:4000", "response")],
         })
+
+
+def test_an_aggregates_line_names_it_and_lists_each_part(tmp_path):
+    from twistgate.aggregate.part import PartResult
+
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), clock_at(1714564800.25))
+    request = FakeRequest(started=1714564800.25 - 0.0125, context={"parts": [
+        PartResult("user", "users", value={}, status=200, duration=0.0031),
+        PartResult("orders", "orders", reason="timeout", duration=2.0),
+        PartResult("items", "orders", reason="dependency"),
+    ]})
+    request.exchange.route = FakeAggregate()
+    log.observe(request)
+    (entry,) = lines(path)
+    assert list(entry) == ["time", "request_id", "client", "method", "path", "route",
+                           "aggregate", "parts", "status", "bytes", "duration_ms"]
+    assert entry["route"] is None and entry["aggregate"] == "profile"
+    assert entry["parts"] == [
+        {"part": "user", "upstream": "users", "status": 200, "reason": None,
+         "duration_ms": 3.1},
+        {"part": "orders", "upstream": "orders", "status": None, "reason": "timeout",
+         "duration_ms": 2000.0},
+        {"part": "items", "upstream": "orders", "status": None, "reason": "dependency",
+         "duration_ms": None},
+    ]
 
 
 def clock_at(seconds):
@@ -95,7 +127,8 @@ def test_a_request_the_router_answered_is_logged_with_its_request_id(tmp_path):
     clock = MemoryReactorClock()
     clock.advance(1000)
     runtime = type("Runtime", (), {"routes": type("T", (), {"match": lambda self, p: None})(),
-                                   "reserved_headers": frozenset(), "drop_underscores": True})()
+                                   "reserved_headers": frozenset(), "drop_underscores": True,
+                                   "aggregates": None})()
     site = GatewaySite(Router(runtime), clock, max_body=100, header_timeout=10,
                        idle_timeout=60)
     log = AccessLog(str(path), clock)

@@ -95,6 +95,29 @@ def test_check_a_broken_file_prints_every_problem_and_exits_1(tmp_path):
     ]
 
 
+def test_check_an_aggregate_with_broken_parts_is_one_line_each_and_exit_1(tmp_path):
+    path = tmp_path / "gw.ini"
+    path.write_text(GOOD + """
+[aggregate:profile]
+path = /profile/{id}
+fetch.user = users /users/{id}?team={team.id}
+fetch.team = users /teams/{user.team}
+fetch.items = users /items/{oders.ids}
+required = usr
+""")
+    result = run("check", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"{path}: [aggregate:profile] fetch.user: parts wait for each other's answers in a"
+        " cycle: user -> team -> user",
+        f"{path}: [aggregate:profile] fetch.items: {{oders.ids}}: no part 'oders' in this"
+        " aggregate",
+        f"{path}: [aggregate:profile] required: 'usr' is not a part of this aggregate"
+        " (a fetch.NAME) (did you mean 'user'?)",
+    ]
+
+
 UNWISE = GOOD.replace("methods = GET POST", "methods = GET GTE FROB") + """
 [filter:auth]
 use = jwt

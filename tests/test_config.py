@@ -781,6 +781,189 @@ def test_aggregate_section():
         ),
     )
     assert "http://status:9000" in config.upstreams
+    assert config.aggregates[0].required == ()
+    assert config.aggregates[0].max_part_body == 1024 * 1024
+    assert config.aggregates[0].breaker is None
+
+
+AGGREGATE_BASE = UPSTREAM + """
+[upstream:orders]
+targets = http://localhost:5000
+[filter:breaker]
+use = circuit_breaker
+[filter:auth]
+use = jwt
+secret = s
+"""
+
+BREAKER_FACTORIES = dict(FACTORIES, circuit_breaker=lambda section: ("breaker", dict(section)))
+
+
+def aggregate_problems(body: str) -> list[str]:
+    """The problems of an [aggregate:p] section with C{body}, beside valid upstreams/filters."""
+    return problems(AGGREGATE_BASE + "[aggregate:p]\n" + textwrap.dedent(body),
+                    factories=BREAKER_FACTORIES)
+
+
+def test_aggregate_parts_that_use_other_parts_answers_required_breaker_and_body_limit():
+    config = parse(
+        AGGREGATE_BASE
+        + textwrap.dedent(
+            """
+        [aggregate:profile]
+        path = /profile/{id}
+        fetch.user = users /users/{id}
+        fetch.orders = orders /orders?user={id}&team={user.team.id}
+        fetch.items = orders /items?ids={orders.item_ids}&of={user.name}
+        required = user items
+        breaker = breaker
+        max_part_body = 64KB
+        """
+        ),
+        factories=BREAKER_FACTORIES,
+    )
+    (aggregate,) = config.aggregates
+    assert [(f.name, f.after) for f in aggregate.fetches] == [
+        ("user", ()), ("orders", ("user",)), ("items", ("orders", "user"))
+    ]
+    assert aggregate.required == ("user", "items")
+    assert aggregate.breaker == "breaker"
+    assert aggregate.max_part_body == 64 * 1024
+    slots = aggregate.fetches[2].template.slots
+    assert [(slot.reference, slot.in_query) for slot in slots] == [
+        (("orders", "item_ids"), True), (("user", "name"), True)
+    ]
+
+
+def test_aggregate_reference_to_an_unknown_part_is_one_line():
+    assert aggregate_problems("""
+        path = /p/{id}
+        fetch.orders = orders /orders?user={id}
+        fetch.items = orders /items?ids={ordrs.item_ids}
+    """) == [
+        "gw.ini: [aggregate:p] fetch.items: {ordrs.item_ids}: no part 'ordrs' in this aggregate"
+        " (did you mean 'orders'?)"
+    ]
+
+
+def test_aggregate_parts_waiting_for_each_other_are_a_cycle():
+    assert aggregate_problems("""
+        path = /p/{id}
+        fetch.a = users /a/{c.x}
+        fetch.b = users /b/{a.x}
+        fetch.c = users /c/{b.x}
+        fetch.d = users /d/{a.x}
+    """) == [
+        "gw.ini: [aggregate:p] fetch.a: parts wait for each other's answers in a cycle:"
+        " a -> c -> b -> a"
+    ]
+    assert aggregate_problems("""
+        path = /p
+        fetch.a = users /a/{a.x}
+    """) == ["gw.ini: [aggregate:p] fetch.a: {a.x} would be this part's own answer"]
+
+
+def test_aggregate_required_must_name_parts():
+    assert aggregate_problems("""
+        path = /p/{id}
+        fetch.user = users /users/{id}
+        required = usr user user
+    """) == [
+        "gw.ini: [aggregate:p] required: 'usr' is not a part of this aggregate (a fetch.NAME)"
+        " (did you mean 'user'?)",
+        "gw.ini: [aggregate:p] required: 'user' is listed twice",
+    ]
+
+
+def test_aggregate_breaker_must_be_a_circuit_breaker_section():
+    assert aggregate_problems("""
+        path = /p
+        fetch.user = users /users
+        breaker = braker
+    """) == [
+        "gw.ini: [aggregate:p] breaker: no section [filter:braker] (did you mean 'breaker'?)"
+    ]
+    assert aggregate_problems("""
+        path = /p
+        fetch.user = users /users
+        breaker = auth
+    """) == [
+        "gw.ini: [aggregate:p] breaker: [filter:auth] is a 'jwt' filter, not a circuit_breaker"
+    ]
+
+
+def test_aggregate_placeholders_must_come_from_the_path_or_a_part():
+    assert aggregate_problems("""
+        path = /p/{id}
+        fetch.user = users /users/{uid}
+        fetch.team = users /teams/{id.x}
+    """) == [
+        "gw.ini: [aggregate:p] fetch.user: {uid} is not in path '/p/{id}', nor the name of a part"
+        " (did you mean 'id'?)",
+        "gw.ini: [aggregate:p] fetch.team: {id.x}: {id} of path '/p/{id}' is a text, with no"
+        " fields",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path, problem",
+    [
+        ("users/{id}", "'users/{id}' must be a path starting with '/'"),
+        ("/users/{id}#x", "'/users/{id}#x' must not have a fragment ('#...')"),
+        ("/users/../{id}", "'/users/../{id}' must not contain '.' or '..' segments"),
+        ("/users/%2e%2E/{id}", "'/users/%2e%2E/{id}' must not contain '.' or '..' segments"),
+        ("/users//{id}", "'/users//{id}' must not contain empty segments ('//')"),
+        ("/users/{id", "'/users/{id' has an unmatched '{' or '}'"),
+        ("/users/{a b}", None),  # two words: not 'UPSTREAM /path'
+        ("/users/{1d}", "'/users/{1d}': '{1d}' is not a placeholder like '{id}' or"
+                        " '{part.field}'"),
+        ("/users/%zz/{id}", "'/users/%zz/{id}' has a character that does not belong in a URL"
+                            " (or a '%' not followed by two hex digits)"),
+        ("/users/\x01/{id}", "'/users/\x01/{id}' has a character that does not belong in a"
+                              " URL (or a '%' not followed by two hex digits)"),
+    ],
+)
+def test_aggregate_fetch_templates_that_could_not_be_filled_safely(path, problem):
+    found = aggregate_problems(f"path = /p/{{id}}\nfetch.user = users {path}\n")
+    if problem is None:
+        assert len(found) == 1 and "must be 'UPSTREAM /path'" in found[0]
+    else:
+        assert found == [f"gw.ini: [aggregate:p] fetch.user: {problem}"]
+
+
+def test_aggregate_errors_is_no_part_name_and_max_part_body_is_a_size():
+    assert aggregate_problems("""
+        path = /p
+        fetch.errors = users /e
+        fetch.ok = users /ok
+        max_part_body = lots
+    """) == [
+        "gw.ini: [aggregate:p] fetch.errors: 'errors' is the answer's key for the parts that"
+        " failed: give this part another name",
+        "gw.ini: [aggregate:p] max_part_body: 'lots' is not a size (use 512KB, 10MB, 1GB or a"
+        " number of bytes)",
+    ]
+
+
+def test_two_aggregates_taking_the_same_requests_are_refused():
+    assert problems(UPSTREAM + textwrap.dedent("""
+        [aggregate:a]
+        path = /p/{id}
+        fetch.x = users /x
+        [aggregate:b]
+        path = /p/{name}
+        fetch.x = users /x
+        [aggregate:c]
+        path = /p/{id}
+        fetch.x = users /x
+        [aggregate:d]
+        path = /p/me
+        fetch.x = users /x
+    """)) == [
+        "gw.ini: [aggregate:b] path: '/p/{name}' takes the same requests as '/p/{id}', the path"
+        " of [aggregate:a]",
+        "gw.ini: [aggregate:c] path: '/p/{id}' is already the path of [aggregate:a]",
+    ]
 
 
 def test_aggregate_defaults_and_problems():
@@ -808,7 +991,8 @@ def test_aggregate_defaults_and_problems():
         " (e.g. 'users /users/{id}')",
     ]
     assert problems(UPSTREAM + "[aggregate:p]\npath = /p/{id}\nfetch.a = users /u/{uid}\n") == [
-        "gw.ini: [aggregate:p] fetch.a: {uid} is not in path '/p/{id}'"
+        "gw.ini: [aggregate:p] fetch.a: {uid} is not in path '/p/{id}', nor the name of a part"
+        " (did you mean 'id'?)"
     ]
     assert problems("[aggregate:p]\npath = /p\n") == [
         "gw.ini: [aggregate:p]: needs at least one fetch.NAME = UPSTREAM /path key"
@@ -1118,6 +1302,26 @@ def test_format_summary_shows_routes_chains_upstreams_and_filters():
     assert "  auth: jwt" in lines
     assert "  limit: ratelimit" in lines
     assert "    user <- users /users/{id}" in lines
+    assert "    required: (none); breaker: (none); max_part_body: 1MB" in lines
+
+
+def test_format_summary_shows_an_aggregates_required_parts_breaker_and_waits():
+    config = parse(
+        AGGREGATE_BASE + textwrap.dedent("""
+        [aggregate:profile]
+        path = /profile/{id}
+        fetch.user = users /users/{id}
+        fetch.orders = orders /orders?user={user.id}
+        required = user
+        breaker = breaker
+        max_part_body = 64KB
+        """),
+        factories=BREAKER_FACTORIES,
+    )
+    lines = format_summary(config).splitlines()
+    assert "  /profile/{id}  [aggregate:profile]  timeout 5s; chain: (none)" in lines
+    assert "    required: user; breaker: breaker (one state per part); max_part_body: 64KB" in lines
+    assert "    orders <- orders /orders?user={user.id}  (after user)" in lines
 
 
 def test_config_error_and_section_error_carry_their_problems():

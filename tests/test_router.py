@@ -31,6 +31,8 @@ from twistgate.status.traffic import Traffic
 
 
 class FakeRoute:
+    aggregate = False
+
     def __init__(self, prefix, methods=None, strip_prefix=False):
         self.name = prefix.decode()
         self.prefix = prefix
@@ -56,6 +58,7 @@ class FakeRuntime:
         self.trusted = TrustedProxies([])
         self.reserved_headers = reserved_headers
         self.drop_underscores = drop_underscores
+        self.aggregates = None
 
 
 @pytest.mark.parametrize(

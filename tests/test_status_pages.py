@@ -85,7 +85,7 @@ class FakeRequest:
         self.method = b"GET"
         self.sentLength = 0
         self.exchange = type("E", (), {
-            "route": type("R", (), {"name": route})(),
+            "route": type("R", (), {"name": route, "aggregate": False})(),
             "context": context or {},
         })()
 
@@ -488,3 +488,69 @@ def test_the_rate_limit_store_state_shows_on_metrics_and_status_json():
         "backend": "redis", "address": "redis://127.0.0.1:1/0", "state": "down", "outages": 2,
         "errors": 5, "local_decisions": 40, "nodes": 3, "store_timeout_ms": 50.0,
     }
+
+
+# aggregates
+
+AGGREGATE_CONFIG = CONFIG + """
+[aggregate:profile]
+path = /profile/{id}
+fetch.user = users /users/{id}
+fetch.orders = http://127.0.0.1:5000 /orders?user={id}
+breaker = breaker
+"""
+
+
+def test_aggregates_and_their_parts_show_on_metrics_and_status_json():
+    from twistgate.aggregate.part import PartResult
+
+    gw = make_gateway(AGGREGATE_CONFIG)
+    route = gw.runtime.aggregate_list[0]
+    now = gw.reactor.seconds()
+    request = FakeRequest(now - 0.3, "profile", context={"parts": [
+        PartResult("user", "users", value={}, status=200, duration=0.004),
+        PartResult("orders", "http://127.0.0.1:5000", reason="timeout", duration=0.3),
+    ]})
+    request.exchange.route = route
+    gw.status.traffic.observe(request)
+
+    samples = metrics(gw)
+    assert value(samples, "twistgate_aggregate_requests_total", aggregate="profile",
+                 method="GET", code="200") == 1
+    assert value(samples, "twistgate_aggregate_partial_answers_total", aggregate="profile") == 1
+    assert value(samples, "twistgate_aggregate_duration_seconds_bucket", aggregate="profile",
+                 le="0.5") == 1
+    assert value(samples, "twistgate_aggregate_part_requests_total", aggregate="profile",
+                 part="orders", outcome="timeout") == 1
+    assert value(samples, "twistgate_aggregate_part_requests_total", aggregate="profile",
+                 part="user", outcome="ok") == 1
+    assert value(samples, "twistgate_aggregate_part_duration_seconds_bucket",
+                 aggregate="profile", part="user", le="0.005") == 1
+    # The breaker of each part is a circuit of its own.
+    assert value(samples, "twistgate_circuit_state", filter="breaker[profile.user]") == 0
+    assert ("twistgate_circuit_state", (("filter", "breaker[profile.orders]"),)) in samples
+    # An aggregate is not a route.
+    assert value(samples, "twistgate_requests_total", route="profile", method="GET",
+                 code="200") == 0
+
+    _, report = get_json(gw.status.site, b"/status.json")
+    (aggregate,) = report["aggregates"]
+    assert aggregate["name"] == "profile" and aggregate["path"] == "/profile/{id}"
+    assert aggregate["requests"] == 1 and aggregate["partial"] == 1
+    assert [(p["name"], p["upstream"], p["requests"], p["failures"], p["outcomes"])
+            for p in aggregate["parts"]] == [
+        ("user", "users", 1, 0, {"ok": 1}),
+        ("orders", "http://127.0.0.1:5000", 1, 1, {"timeout": 1}),
+    ]
+    assert aggregate["parts"][0]["latency_ms"]["p50"] is not None
+    assert {c["filter"] for c in report["circuits"]} == {
+        "breaker", "breaker[profile.user]", "breaker[profile.orders]"}
+
+
+def test_a_served_aggregate_is_counted_through_the_public_site():
+    gw = make_gateway(AGGREGATE_CONFIG)
+    status, headers, body = public_request(gw, b"/profile/7", method=b"POST")
+    assert status == 405 and headers[b"allow"] == b"GET, HEAD"
+    samples = metrics(gw)
+    assert value(samples, "twistgate_aggregate_requests_total", aggregate="profile",
+                 method="POST", code="405") == 1

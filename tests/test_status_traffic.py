@@ -23,6 +23,8 @@ from twistgate.status.traffic import (
 
 
 class FakeRoute:
+    aggregate = False
+
     def __init__(self, name):
         self.name = name
 
@@ -48,6 +50,30 @@ def traffic_at(now=1000.0):
     clock = Clock()
     clock.advance(now)
     return clock, Traffic(clock.seconds)
+
+
+def test_an_aggregate_is_counted_apart_from_routes_with_each_parts_outcome_and_latency():
+    from twistgate.aggregate.part import PartResult
+
+    clock, traffic = traffic_at()
+    parts = [PartResult("user", "users", value={}, status=200, duration=0.004),
+             PartResult("orders", "orders", reason="timeout", duration=2.0),
+             PartResult("items", "orders", reason="dependency")]
+    request = FakeRequest(started=clock.seconds() - 2.0, route="profile",
+                          context={"parts": parts})
+    request.exchange.route.aggregate = True
+    traffic.observe(request)
+    assert "profile" not in traffic.routes and traffic.requests == {}
+    assert traffic.aggregates["profile"].total[COUNT] == 1
+    assert traffic.aggregate_requests == {("profile", "GET", 200): 1}
+    assert traffic.partials == {"profile": 1}
+    assert traffic.part_outcomes == {("profile", "user", "ok"): 1,
+                                     ("profile", "orders", "timeout"): 1,
+                                     ("profile", "items", "dependency"): 1}
+    assert traffic.parts[("profile", "user")].total[2] == 1
+    assert traffic.parts[("profile", "orders")].total[5] == 1
+    assert ("profile", "items") not in traffic.parts  # never called: no latency
+    assert percentile(traffic.parts[("profile", "user")].total, 0.5) < 0.005
 
 
 def test_observe_counts_a_request_in_its_route_class_method_and_latency_bucket():

@@ -64,8 +64,10 @@ def access_fields(request, now: float) -> dict[str, Any]:
     else:
         request_id = exchange.request_id.decode("latin-1")
         client = exchange.client
-        route = exchange.route.name
         context = exchange.context
+        if exchange.route.aggregate:
+            return _with_parts(request, now, request_id, client, exchange.route.name, context)
+        route = exchange.route.name
         upstream = context.get("upstream")
         target = context.get("target")
         cache = context.get("cache")
@@ -86,6 +88,41 @@ def access_fields(request, now: float) -> dict[str, Any]:
     if cache is not None:
         fields["cache"] = str(cache)
     return fields
+
+
+def _with_parts(request, now: float, request_id: str, client, aggregate: str,
+                context: dict) -> dict[str, Any]:
+    """
+    The fields of an aggregate's request: C{route} null and C{aggregate} named instead, and
+    C{parts}, one entry per part in the config's order: its upstream, the upstream's status
+    (null when it gave none), the reason it failed (null when it did not) and its duration
+    (null for a part that was never called).
+    """
+    started = request.started
+    return {
+        "time": iso_time(started),
+        "request_id": request_id,
+        "client": client,
+        "method": request.method.decode("latin-1"),
+        "path": request.path.decode("utf-8", "replace"),
+        "route": None,
+        "aggregate": aggregate,
+        "parts": [
+            {
+                "part": part.name,
+                "upstream": part.upstream,
+                "status": part.status,
+                "reason": part.reason,
+                "duration_ms": None if part.duration is None
+                else round(part.duration * 1000.0, 3),
+            }
+            for part in context.get("parts", ())
+        ],
+        "status": request.code,
+        "bytes": request.sentLength,
+        "duration_ms": round(max(0.0, now - started) * 1000.0, 3),
+        **({"cache": str(context["cache"])} if context.get("cache") is not None else {}),
+    }
 
 
 class AccessLog:

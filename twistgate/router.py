@@ -1,8 +1,9 @@
 """
 The router: the site's request handler, where every request starts its walk.
 
-It normalises the path (dot segments, percent-encoded ones too), finds the route with the longest
-matching prefix on segment boundaries, checks the method, and hands an L{Exchange} to the route's
+It normalises the path (dot segments, percent-encoded ones too), finds the aggregate whose path it
+is (exactly: twistgate/aggregate/paths.py) or else the route with the longest matching prefix on
+segment boundaries, checks the method, and hands an L{Exchange} to the route's
 filter chain; the chain's L{Reply} goes back to the client through respond.py. No route gives
 404, a method the route does not allow gives 405 with ``Allow``, and a path that would climb out
 of its prefix gives 400: it never reaches an upstream.
@@ -132,10 +133,17 @@ class Router:
         except BadPath as problem:
             send_error(request, 400, str(problem))
             return
-        route = runtime.routes.match(path)
-        if route is None:
-            send_error(request, 404, "no route for this path")
-            return
+        params = None
+        aggregates = runtime.aggregates
+        # An aggregate's path is a whole path, and wins over the route prefixes that cover it.
+        found = aggregates.match(path) if aggregates is not None else None
+        if found is not None:
+            route, params = found
+        else:
+            route = runtime.routes.match(path)
+            if route is None:
+                send_error(request, 404, "no route for this path")
+                return
         upstream_path = strip(route.prefix, path) if route.strip_prefix else path
         uri = request.uri
         query = uri.find(b"?")
@@ -156,6 +164,8 @@ class Router:
             request_id,
             request.body,
         )
+        if params is not None:
+            exchange.context["path_params"] = params
         request.exchange = exchange
         if not route.allows(method):
             # Counted under the route whose prefix matched (the exchange says which).

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 
 from twisted.internet.interfaces import IReactorTime
 
-from twistgate.config import GatewayConfig, RouteConfig, StoreSettings
+from twistgate.aggregate.part import Part
+from twistgate.aggregate.paths import AggregateTable
+from twistgate.aggregate.run import Aggregator
+from twistgate.config import AggregateConfig, GatewayConfig, RouteConfig, StoreSettings
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, compose
 from twistgate.headers import TrustedProxies
 from twistgate.router import DEFAULT_ALLOW, RouteTable
@@ -27,6 +30,9 @@ class Route:
 
     __slots__ = ("config", "name", "prefix", "methods", "allow", "strip_prefix", "upstream",
                  "handler")
+
+    #: Not an aggregate (see L{AggregateRoute}): the status figures and the access log ask.
+    aggregate = False
 
     def __init__(self, config: RouteConfig, upstream: Upstream, handler):
         self.config = config
@@ -57,11 +63,46 @@ class Route:
         return method in self.methods
 
 
+class AggregateRoute:
+    """
+    One ``[aggregate:NAME]`` at run time, as the router sees it: a route that takes GET and
+    HEAD on its exact path (aggregate/paths.py), whose chain ends at the aggregate's run.
+
+    @ivar aggregator: the L{Aggregator} (its parts, their breakers).
+    """
+
+    aggregate = True
+    strip_prefix = False
+    upstream = None
+    allow = b"GET, HEAD"
+
+    def __init__(self, config: AggregateConfig, aggregator: Aggregator, handler):
+        self.config = config
+        self.name = config.name
+        self.prefix = config.path.encode("utf-8")
+        self.aggregator = aggregator
+        self.handler = handler
+
+    def allows(self, method: bytes) -> bool:
+        """An aggregate is read: GET, and HEAD wherever GET is."""
+        return method == b"GET" or method == b"HEAD"
+
+
+def identity_headers(config: GatewayConfig) -> frozenset[bytes]:
+    """Lower-cased names of the headers some filter writes upstream (C{forward_claims})."""
+    return frozenset(
+        name.lower().encode("ascii")
+        for section in config.filters.values()
+        for name in getattr(section.settings, "upstream_headers", ())
+    )
+
+
 class Runtime:
     """Everything a request needs, built from one configuration."""
 
     def __init__(self, config: GatewayConfig, routes: list, upstreams: dict, filters: dict,
-                 trusted: TrustedProxies, services: FilterServices, rate_limit_store=None):
+                 trusted: TrustedProxies, services: FilterServices, rate_limit_store=None,
+                 aggregates: list | None = None, part_breakers: dict | None = None):
         self.config = config
         #: The shared rate-limit store (a L{RedisRateLimitStore}), or None with ``memory``. The
         #: gateway starts and stops it: it is built here, once, and kept across reloads while
@@ -75,11 +116,13 @@ class Runtime:
         self.services = services
         #: Lower-cased names of the headers some filter writes upstream (C{forward_claims}):
         #: removed from every incoming request, on every route.
-        self.reserved_headers = frozenset(
-            name.lower().encode("ascii")
-            for section in config.filters.values()
-            for name in getattr(section.settings, "upstream_headers", ())
-        )
+        self.reserved_headers = identity_headers(config)
+        #: The L{AggregateRoute}s in file order, and the table the router matches them in
+        #: (None without aggregates: the router then pays nothing for them).
+        self.aggregate_list = list(aggregates or ())
+        self.aggregates = AggregateTable(self.aggregate_list) if self.aggregate_list else None
+        #: The aggregates' own circuit breakers, one per part: C{breaker[aggregate.part]} -> it.
+        self.part_breakers = dict(part_breakers or {})
         self.drop_underscores = config.gateway.underscores_in_headers == "drop"
 
 
@@ -168,4 +211,37 @@ def build_runtime(
         ]
         chain += [filters[name] for name in route.filters]
         routes.append(Route(route, upstreams[route.upstream], compose(chain, forwarder.forward)))
-    return Runtime(config, routes, upstreams, filters, trusted, services, rate_limit_store)
+    part_breakers: dict[str, IFilter] = {}
+    aggregates = []
+    identity = identity_headers(config)
+    for aggregate in config.aggregates:
+        parts = []
+        for fetch in aggregate.fetches:
+            breaker = None
+            if aggregate.breaker is not None:
+                breaker = _part_breaker(aggregate, fetch.name, config, previous, factories,
+                                        services)
+                part_breakers[breaker.name] = breaker
+            parts.append(Part(aggregate.name, fetch, upstreams[fetch.upstream],
+                              forwarder.forward, aggregate.timeout, breaker))
+        aggregator = Aggregator(aggregate, parts, reactor, identity)
+        chain = [filters[name] for name in settings.filters + aggregate.filters]
+        aggregates.append(AggregateRoute(aggregate, aggregator, compose(chain, aggregator.handle)))
+    return Runtime(config, routes, upstreams, filters, trusted, services, rate_limit_store,
+                   aggregates, part_breakers)
+
+
+def _part_breaker(aggregate: AggregateConfig, part: str, config: GatewayConfig,
+                  previous: Runtime | None, factories, services: FilterServices) -> IFilter:
+    """
+    The circuit breaker of one part: a breaker of its own, built from the aggregate's
+    ``breaker`` section, so that one failing part opens only its own circuit (docs/
+    aggregation.md). Kept across a reload while that section stays the same.
+    """
+    section = config.filters[aggregate.breaker]
+    name = f"{aggregate.breaker}[{aggregate.name}.{part}]"
+    if previous is not None and previous.config.filters.get(aggregate.breaker) == section:
+        old = previous.part_breakers.get(name)
+        if old is not None:
+            return old
+    return (factories or {})[section.use].build(name, section.settings, services)

@@ -79,13 +79,6 @@ class Options(usage.Options):
         return config, text
 
 
-def warn_about_unbuilt_features(config: GatewayConfig) -> None:
-    """Say at start-up which valid settings this release does not act on yet."""
-    for aggregate in config.aggregates:
-        log.warn("[aggregate:{name}] is valid but not served yet: aggregates arrive in a later "
-                 "release", name=aggregate.name)
-
-
 def makeService(options: Options) -> MultiService:
     """Called by twistd with the parsed L{Options}."""
     from twisted.internet import reactor
@@ -95,7 +88,6 @@ def makeService(options: Options) -> MultiService:
         from twistgate.demo import demo_service
 
         demo_service().setServiceParent(top)
-    warn_about_unbuilt_features(options.gateway_config)
     config = options.gateway_config
     if config.gateway.workers > 1:
         # A parent holding the sockets and N worker processes; with one worker none of that

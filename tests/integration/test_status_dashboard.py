@@ -51,6 +51,10 @@ filters = breaker
 [route:orders]
 prefix = /orders
 upstream = {orders}
+[aggregate:both]
+path = /both
+fetch.people = users /users
+fetch.dead = http://127.0.0.1:{dead_port} /nothing
 """
 
 
@@ -151,7 +155,8 @@ def traffic(gw, seconds, per_second):
 def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
     users, orders = upstreams("users"), upstreams("orders")
     status_port = free_port()
-    gw = gateway(CONFIG.format(status_port=status_port, users=users.url, orders=orders.url))
+    gw = gateway(CONFIG.format(status_port=status_port, users=users.url, orders=orders.url,
+                               dead_port=free_port()))
     wait_for_port(status_port, process=gw.process)
     driver = yield deferToThread(browser, tmp_path / "profile")
     try:
@@ -182,6 +187,14 @@ def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
         assert (yield deferToThread(text_of, driver, "rss")).endswith("MB")
         breaker = yield deferToThread(text_of, driver, "circuit-breaker")
         assert breaker.split()[:2] == ["breaker", "closed"]
+        # An aggregate, and its part that failed, with the reason.
+        for _ in range(3):
+            response = yield treq.get(gw.url("/both"))
+            yield response.content()
+        row = yield deferToThread(wait_for_text_in, driver, "aggregate-both", "3")
+        assert row.split()[:3] == ["both", "/both", "3"]
+        part = yield deferToThread(wait_for_text_in, driver, "aggregate-both-dead", "3")
+        assert "unreachable 3" in part
         for chart in ("chart-requests", "chart-latency", "chart-status", "chart-rss"):
             assert (yield deferToThread(painted_pixels, driver, chart)) > 500, chart
         errors = yield deferToThread(driver.get_log, "browser")
@@ -202,7 +215,8 @@ def test_the_dashboard_numbers_follow_the_traffic(upstreams, gateway, tmp_path):
 def test_with_workers_the_dashboard_sums_them_and_lists_each(upstreams, gateway, tmp_path):
     users, orders = upstreams("users"), upstreams("orders")
     status_port = free_port()
-    ini = CONFIG.format(status_port=status_port, users=users.url, orders=orders.url)
+    ini = CONFIG.format(status_port=status_port, users=users.url, orders=orders.url,
+                        dead_port=free_port())
     gw = gateway(ini.replace("access_log = off", "access_log = off\nworkers = 2", 1))
     wait_for_port(status_port, process=gw.process)
     driver = yield deferToThread(browser, tmp_path / "profile")

@@ -129,6 +129,23 @@ def test_the_example_configs_orders_route_is_cached(example):
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_example_configs_profile_merges_users_and_orders(example):
+    gateway, ports = example
+    response = yield treq.get(gateway.url("/profile/1"))
+    assert response.code == 200
+    body = yield response.json()
+    assert list(body) == ["user", "orders"]
+    assert body["user"]["user"]["name"] == "Ada Lovelace"
+    assert [order["id"] for order in body["orders"]["orders"]] == [101, 103]
+    assert not response.headers.hasHeader(b"x-twistgate-partial")
+    response = yield treq.get(gateway.url("/profile/9"))
+    assert response.code == 502  # no user 9: the required part failed
+    body = yield response.json()
+    assert body["errors"]["user"]["reason"] == "upstream_status"
+    assert body["errors"]["user"]["status"] == 404
+
+
+@pytest_twisted.inlineCallbacks
 def test_config_warnings_are_logged_at_start_up_and_the_gateway_still_serves(tmp_path):
     gateway = Gateway(tmp_path, """
         [gateway]

@@ -119,6 +119,8 @@ class _Builder:
                     )
                     continue
                 checks.declared[kind].add(name)
+                if kind == "filter":
+                    checks.filter_uses[name] = parser.get(section, "use", fallback="").strip()
                 named.append((section, kind, name))
             elif section not in _SECTIONS:
                 self.problems.add(section, None, "unknown section" + _suggest_section(section))
@@ -142,7 +144,7 @@ class _Builder:
         routes: list[RouteConfig] = []
         aggregates: list[AggregateConfig] = []
         prefixes: dict[str, str] = {}
-        paths: dict[str, str] = {}
+        paths: dict[tuple[str, ...], tuple[str, str]] = {}
         for name, kind, short in named:
             if kind == "upstream":
                 upstream = checks.upstream(section(name), short)

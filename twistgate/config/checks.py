@@ -20,6 +20,7 @@ import re
 import attrs
 
 from twistgate import units
+from twistgate.aggregate.template import parse_template
 from twistgate.config.model import (
     AggregateConfig,
     Fetch,
@@ -50,7 +51,6 @@ from twistgate.config.values import (
     _parse_underscores,
     _parse_workers,
     _suggest,
-    _template_names,
     parse_target,
 )
 from twistgate.stores.address import parse_redis_url
@@ -109,6 +109,9 @@ class _SectionChecks:
         # Every [kind:NAME] section present, also the broken ones: a reference to a section with a
         # problem of its own is not a second problem.
         self.declared: dict[str, set[str]] = {kind: set() for kind in _NAMED_SECTIONS}
+        # The ``use =`` of every [filter:NAME] as written: an aggregate's breaker must name a
+        # circuit_breaker, whether its section comes before or after the aggregate's.
+        self.filter_uses: dict[str, str] = {}
 
     # -- helpers shared by the sections
 
@@ -359,41 +362,78 @@ class _SectionChecks:
                 )
         return FilterConfig(name=name, use=use, settings=settings) if s.ok else None
 
-    def aggregate(self, s: _Section, name: str, paths: dict[str, str]) -> AggregateConfig | None:
+    def aggregate(
+        self, s: _Section, name: str, paths: dict[tuple[str, ...], tuple[str, str]]
+    ) -> AggregateConfig | None:
         s.allow(
-            ["path", "filters", "timeout", "fetch.NAME"], extra=lambda key: key.startswith("fetch.")
+            ["path", "filters", "timeout", "required", "max_part_body", "breaker", "fetch.NAME"],
+            extra=lambda key: key.startswith("fetch."),
         )
         template = s.get("path", _parse_route_template, required=True)
         path, placeholders = template if template is not None else ("", None)
         if path:
-            if path in paths:
-                s.problem("path", f"'{path}' is already the path of [aggregate:{paths[path]}]")
+            shape = path_shape(path)
+            if shape in paths:
+                other, other_path = paths[shape]
+                if other_path == path:
+                    s.problem("path", f"'{path}' is already the path of [aggregate:{other}]")
+                else:
+                    s.problem("path", f"'{path}' takes the same requests as '{other_path}', the"
+                                      f" path of [aggregate:{other}]")
             else:
-                paths[path] = name
+                paths[shape] = (name, path)
+        keys = [k for k in list(s.values) + sorted(s.unsubstituted) if k.startswith("fetch.")]
+        if not keys:
+            s.problem(None, "needs at least one fetch.NAME = UPSTREAM /path key")
+        part_names = {key[len("fetch."):] for key in keys}
         fetches = []
-        for key in list(s.values) + sorted(s.unsubstituted):
-            if not key.startswith("fetch."):
-                continue
-            fetch = self._fetch(s, key, placeholders)
+        for key in keys:
+            fetch = self._fetch(s, key, placeholders, part_names)
             if fetch is not None:
                 fetches.append(fetch)
-        if not any(k.startswith("fetch.") for k in list(s.values) + list(s.unsubstituted)):
-            s.problem(None, "needs at least one fetch.NAME = UPSTREAM /path key")
+        _check_waits(s, fetches)
+        required = s.words("required")
+        for i, part in enumerate(required):
+            if part not in part_names:
+                s.problem("required", f"'{part}' is not a part of this aggregate (a fetch.NAME)"
+                                      + _suggest(part, part_names))
+            elif part in required[:i]:
+                s.problem("required", f"'{part}' is listed twice")
+        breaker = s.text("breaker")
+        if breaker is not None:
+            if breaker not in self.declared["filter"]:
+                s.problem("breaker", f"no section [filter:{breaker}]"
+                                     + _suggest(breaker, self.declared["filter"]))
+            elif self.filter_uses.get(breaker) != "circuit_breaker":
+                s.problem("breaker", f"[filter:{breaker}] is a '{self.filter_uses.get(breaker)}'"
+                                     " filter, not a circuit_breaker")
+        max_part_body = s.get("max_part_body", units.parse_size, 1024 * 1024)
+        if max_part_body is not None and max_part_body < 1:
+            s.problem("max_part_body", "must be more than 0")
         aggregate = AggregateConfig(
             name=name,
             path=path,
             filters=self._filter_names(s, "filters"),
             fetches=tuple(fetches),
             timeout=s.get("timeout", _positive_duration, 5.0),
+            required=required,
+            max_part_body=max_part_body,
+            breaker=breaker,
         )
         return aggregate if s.ok else None
 
-    def _fetch(self, s: _Section, key: str, placeholders: set[str] | None) -> Fetch | None:
-        fetch_name = key[len("fetch.") :]
+    def _fetch(
+        self, s: _Section, key: str, placeholders: set[str] | None, part_names: set[str]
+    ) -> Fetch | None:
+        fetch_name = key[len("fetch."):]
         if not _NAME.match(fetch_name):
             s.problem(
                 key, f"'{fetch_name}' is not a valid name (use letters, digits, '_', '-', '.')"
             )
+            return None
+        if fetch_name == ERRORS_KEY:
+            s.problem(key, f"'{ERRORS_KEY}' is the answer's key for the parts that failed:"
+                           " give this part another name")
             return None
         value = s.text(key, required=True)
         if value is None:
@@ -405,16 +445,75 @@ class _SectionChecks:
         upstream = self._upstream_ref(s, key, words[0])
         path = words[1]
         try:
-            if not path.startswith("/") or "#" in path:
-                raise ValueError(f"'{path}' must be a path starting with '/'")
-            names = _template_names(path)
+            template = parse_template(path)
         except ValueError as e:
             s.problem(key, str(e))
             return None
-        if placeholders is not None:
-            for placeholder in names:
-                if placeholder not in placeholders:
-                    s.problem(key, f"{{{placeholder}}} is not in path '{s.text('path')}'")
+        after: list[str] = []
+        for slot in template.slots:
+            head = slot.reference[0]
+            bare = len(slot.reference) == 1
+            if bare and placeholders is not None and head in placeholders:
+                continue
+            if head == fetch_name:
+                s.problem(key, f"{slot.text} would be this part's own answer")
+            elif head in part_names:
+                if head not in after:
+                    after.append(head)
+            elif placeholders is None:
+                continue  # the path has a problem of its own: its placeholders are unknown
+            elif head in placeholders:
+                s.problem(key, f"{slot.text}: {{{head}}} of path '{path_text(s)}' is a text,"
+                               " with no fields")
+            elif bare:
+                s.problem(key, f"{slot.text} is not in path '{path_text(s)}', nor the name of a"
+                               " part" + _suggest(head, placeholders | part_names))
+            else:
+                s.problem(key, f"{slot.text}: no part '{head}' in this aggregate"
+                               + _suggest(head, part_names))
         if upstream is None:
             return None
-        return Fetch(name=fetch_name, upstream=upstream, path=path)
+        return Fetch(name=fetch_name, upstream=upstream, path=path, after=tuple(after),
+                     template=template)
+
+
+#: The key of the merged answer that lists the parts that failed: no part may have its name.
+ERRORS_KEY = "errors"
+
+
+def path_text(s: _Section) -> str:
+    return s.text("path") or ""
+
+
+def path_shape(path: str) -> tuple[str, ...]:
+    """The segments of an aggregate path with every placeholder alike: the requests it takes."""
+    return tuple("{}" if segment.startswith("{") else segment for segment in path.split("/"))
+
+
+def _check_waits(s: _Section, fetches: list[Fetch]) -> None:
+    """Report each cycle of parts waiting for each other's answers, once, at its first part."""
+    waits = {fetch.name: fetch.after for fetch in fetches}
+    reported: set[str] = set()
+    for fetch in fetches:
+        if fetch.name in reported:
+            continue
+        cycle = _cycle_from(fetch.name, waits)
+        if cycle is not None:
+            reported.update(cycle)
+            s.problem(f"fetch.{fetch.name}",
+                      "parts wait for each other's answers in a cycle: " + " -> ".join(cycle))
+
+
+def _cycle_from(start: str, waits: dict[str, tuple[str, ...]]) -> list[str] | None:
+    """A path C{start} -> ... -> C{start} along C{waits}, or None."""
+    stack = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, trail = stack.pop()
+        for other in waits.get(node, ()):
+            if other == start:
+                return trail + [start]
+            if other not in seen:
+                seen.add(other)
+                stack.append((other, trail + [other]))
+    return None

@@ -13,6 +13,7 @@ from typing import Callable
 
 import attrs
 
+from twistgate.aggregate.template import PathTemplate, parse_template
 from twistgate.stores.address import RedisAddress
 
 
@@ -137,11 +138,22 @@ class StoreSettings:
 
 @attrs.frozen
 class Fetch:
-    """One upstream call of an aggregate: ``fetch.NAME = UPSTREAM /path/{placeholder}``."""
+    """
+    One upstream call of an aggregate (a part): ``fetch.NAME = UPSTREAM /path/{placeholder}``.
+
+    @ivar after: the parts whose answers its path uses: it is called once they have answered.
+    @ivar template: C{path} parsed (L{twistgate.aggregate.template}), made from it by default.
+    """
 
     name: str
     upstream: str
     path: str
+    after: tuple[str, ...] = ()
+    template: PathTemplate = attrs.field(
+        default=attrs.Factory(lambda self: parse_template(self.path), takes_self=True),
+        eq=False,
+        repr=False,
+    )
 
 
 @attrs.frozen
@@ -151,8 +163,11 @@ class AggregateConfig:
     name: str
     path: str
     filters: tuple[str, ...]
-    fetches: tuple[Fetch, ...]
+    fetches: tuple[Fetch, ...]  # in the file's order: the order of the answer's keys
     timeout: float = 5.0
+    required: tuple[str, ...] = ()  # parts without which the answer is an error
+    max_part_body: int = 1024 * 1024  # a part's answer larger than this fails as too large
+    breaker: str | None = None  # a [filter:NAME] use = circuit_breaker: one state per part
 
 
 @attrs.frozen

@@ -86,6 +86,13 @@ def format_summary(config: GatewayConfig) -> str:
                 f"  {aggregate.path}  [aggregate:{aggregate.name}]"
                 f"  timeout {units.format_duration(aggregate.timeout)}; chain: {chain}"
             )
+            out.append(
+                f"    required: {' '.join(aggregate.required) or '(none)'};"
+                f" breaker: {aggregate.breaker or '(none)'}"
+                + (" (one state per part)" if aggregate.breaker else "")
+                + f"; max_part_body: {units.format_size(aggregate.max_part_body)}"
+            )
             for fetch in aggregate.fetches:
-                out.append(f"    {fetch.name} <- {fetch.upstream} {fetch.path}")
+                after = f"  (after {', '.join(fetch.after)})" if fetch.after else ""
+                out.append(f"    {fetch.name} <- {fetch.upstream} {fetch.path}{after}")
     return "\n".join(out)

@@ -23,9 +23,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 # RFC 9110 §5.6.2: token = 1*tchar.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_.])?\Z")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _DIGITS = re.compile(r"[0-9]+\Z")  # not str.isdigit(), which also takes '²'
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BALANCES = ("round_robin", "least_conn", "random", "ip_hash")
 _BACKENDS = ("memory", "redis")
 _ENDPOINT_TYPES = ("tcp", "ssl", "unix", "tcp6", "systemd")
@@ -172,18 +170,6 @@ def _parse_route_template(text: str) -> tuple[str, set[str]]:
             raise ValueError(f"'{text}': '{{{match.group(1)}}}' appears twice")
         names.add(match.group(1))
     return text, names
-
-
-def _template_names(text: str) -> list[str]:
-    """The placeholders of a fetch path ('/orders?user={id}'), in order; ValueError if malformed."""
-    names = []
-    for match in _PLACEHOLDER.finditer(text):
-        if not _IDENT.match(match.group(1)):
-            raise ValueError(f"'{text}': '{match.group(0)}' is not a placeholder like '{{id}}'")
-        names.append(match.group(1))
-    if "{" in _PLACEHOLDER.sub("", text) or "}" in _PLACEHOLDER.sub("", text):
-        raise ValueError(f"'{text}' has an unmatched '{{' or '}}'")
-    return names
 
 
 def _parse_count(text: str) -> int:

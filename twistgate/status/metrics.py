@@ -21,15 +21,21 @@ from prometheus_client.utils import floatToGoString
 
 from twistgate import __version__
 from twistgate.status.process import ProcessMonitor
-from twistgate.status.traffic import Traffic, cumulative_buckets
+from twistgate.status.traffic import WIDTH, Traffic, cumulative_buckets
 
 #: The value of twistgate_circuit_state for each breaker state.
 CIRCUIT_STATES = {"closed": 0, "open": 1, "half_open": 2}
 
 
 def breakers(runtime):
-    """(name, filter) of each filter in C{runtime} that is a circuit breaker (has a known state)."""
+    """
+    (name, filter) of each filter in C{runtime} that is a circuit breaker (has a known state),
+    then each aggregate part's own breaker, named C{breaker[aggregate.part]}.
+    """
     for name, candidate in runtime.filters.items():
+        if getattr(candidate, "state", None) in CIRCUIT_STATES:
+            yield name, candidate
+    for name, candidate in sorted(getattr(runtime, "part_breakers", {}).items()):
         if getattr(candidate, "state", None) in CIRCUIT_STATES:
             yield name, candidate
 
@@ -163,6 +169,8 @@ class GatewayCollector:
         yield state
         yield transitions
 
+        yield from _aggregate_families(traffic, runtime)
+
         cache = CounterMetricFamily(
             "twistgate_cache_requests",
             "Requests a cache filter handled, by its X-Cache result.",
@@ -226,6 +234,70 @@ class GatewayCollector:
             "How late the reactor ran the status monitor's last timer.",
             value=self._monitor.lag,
         )
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str], series) -> None:
+    if series is None:
+        row, total = [0] * WIDTH, 0.0
+    else:
+        row, total = series.total, series.duration_sum
+    family.add_metric(
+        labels,
+        [(floatToGoString(bound), count) for bound, count in cumulative_buckets(row)],
+        total,
+    )
+
+
+def _aggregate_families(traffic: Traffic, runtime):
+    """The aggregates' figures: their answers, and each part's calls, outcomes and latency."""
+    requests = CounterMetricFamily(
+        "twistgate_aggregate_requests",
+        "Requests answered by an aggregate, by aggregate, method and status code.",
+        labels=["aggregate", "method", "code"],
+    )
+    for (aggregate, method, code), count in sorted(traffic.aggregate_requests.items()):
+        requests.add_metric([aggregate, method, str(code)], count)
+    yield requests
+
+    partials = CounterMetricFamily(
+        "twistgate_aggregate_partial_answers",
+        "Answers of an aggregate with some parts missing (X-Twistgate-Partial: true).",
+        labels=["aggregate"],
+    )
+    durations = HistogramMetricFamily(
+        "twistgate_aggregate_duration_seconds",
+        "Time from the request head to the end of the answer, by aggregate.",
+        labels=["aggregate"],
+    )
+    part_durations = HistogramMetricFamily(
+        "twistgate_aggregate_part_duration_seconds",
+        "Time from a part's call to its result, by aggregate and part (parts that were called).",
+        labels=["aggregate", "part"],
+    )
+    aggregates = getattr(runtime, "aggregate_list", ())
+    names = set(traffic.aggregates) | {route.name for route in aggregates}
+    for name in sorted(names):
+        partials.add_metric([name], traffic.partials.get(name, 0))
+        _histogram(durations, [name], traffic.aggregates.get(name))
+    keys = set(traffic.parts) | {
+        (route.name, part.name) for route in aggregates for part in route.aggregator.parts
+    }
+    for aggregate, part in sorted(keys):
+        _histogram(part_durations, [aggregate, part], traffic.parts.get((aggregate, part)))
+    yield partials
+    yield durations
+
+    outcomes = CounterMetricFamily(
+        "twistgate_aggregate_part_requests",
+        "Parts run for aggregate requests, by outcome: ok, or the reason the part failed "
+        "(timeout, unreachable, unavailable, circuit_open, upstream_status, not_json, too_large, "
+        "dependency, bad_value, cancelled).",
+        labels=["aggregate", "part", "outcome"],
+    )
+    for (aggregate, part, outcome), count in sorted(traffic.part_outcomes.items()):
+        outcomes.add_metric([aggregate, part, outcome], count)
+    yield outcomes
+    yield part_durations
 
 
 def metrics_registry(gateway, traffic: Traffic, monitor: ProcessMonitor) -> CollectorRegistry:

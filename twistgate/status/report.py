@@ -85,6 +85,7 @@ def status_report(gateway, traffic: Traffic, monitor: ProcessMonitor, now: float
             "event_loop_lag_ms": _ms(monitor.lag),
         },
         "routes": _routes(runtime, traffic, clock),
+        "aggregates": _aggregates(runtime, traffic, clock),
         "upstreams": _upstreams(runtime, traffic),
         "circuits": [
             {
@@ -131,6 +132,33 @@ def _routes(runtime, traffic: Traffic, clock: _Clockwork) -> list[dict]:
         entry.update(_route_figures(UNROUTED, unrouted, clock))
         routes.append(entry)
     return routes
+
+
+def _aggregates(runtime, traffic: Traffic, clock: _Clockwork) -> list[dict]:
+    """Each aggregate's answers, and each of its parts: calls, failures by reason, latency."""
+    outcomes: dict[tuple[str, str], dict[str, int]] = {}
+    for (aggregate, part, outcome), count in traffic.part_outcomes.items():
+        outcomes.setdefault((aggregate, part), {})[outcome] = count
+    aggregates = []
+    for route in getattr(runtime, "aggregate_list", ()):
+        entry = {"name": route.name, "path": route.config.path}
+        entry.update(_route_figures(route.name, traffic.aggregates.get(route.name), clock))
+        entry["partial"] = traffic.partials.get(route.name, 0)
+        parts = []
+        for part in route.aggregator.parts:
+            seen = outcomes.get((route.name, part.name), {})
+            series = traffic.parts.get((route.name, part.name)) or Series()
+            parts.append({
+                "name": part.name,
+                "upstream": part.upstream.name,
+                "requests": sum(seen.values()),
+                "failures": sum(count for outcome, count in seen.items() if outcome != "ok"),
+                "outcomes": dict(sorted(seen.items())),
+                "latency_ms": _percentiles(clock.minute(series)),
+            })
+        entry["parts"] = parts
+        aggregates.append(entry)
+    return aggregates
 
 
 def _upstreams(runtime, traffic: Traffic) -> list[dict]:

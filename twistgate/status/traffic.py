@@ -192,6 +192,13 @@ class Traffic:
     @ivar target_errors: (upstream, target URL) -> failed attempts (connection error, timeout)
         plus 5xx answers the target gave.
     @ivar cache: cache result (HIT, MISS, ...) -> count.
+    @ivar aggregates: aggregate name -> L{Series} of its requests (not counted under routes).
+    @ivar aggregate_requests: (aggregate, method label, status code) -> count, for /metrics.
+    @ivar partials: aggregate name -> answers given with some parts missing.
+    @ivar parts: (aggregate, part) -> L{Series} of the part's calls: class 2 for a part that
+        answered, 5 for one that failed; a part never called (it waited for one that failed)
+        counts in C{part_outcomes} only.
+    @ivar part_outcomes: (aggregate, part, outcome) -> count; outcome C{ok} or the reason.
     @ivar started: when counting began, by the clock.
     """
 
@@ -208,6 +215,11 @@ class Traffic:
         self.attempts: dict[tuple[str, str, str], int] = {}
         self.target_errors: dict[tuple[str, str], int] = {}
         self.cache: dict[str, int] = {}
+        self.aggregates: dict[str, Series] = {}
+        self.aggregate_requests: dict[tuple[str, str, int], int] = {}
+        self.partials: dict[str, int] = {}
+        self.parts: dict[tuple[str, str], Series] = {}
+        self.part_outcomes: dict[tuple[str, str, str], int] = {}
 
     def observe(self, request) -> None:
         """Count one finished request (called by the site; see the module docstring)."""
@@ -225,15 +237,22 @@ class Traffic:
         if exchange is None:
             name = UNROUTED
             context = None
+            aggregate = False
         else:
-            name = exchange.route.name
+            route = exchange.route
+            name = route.name
             context = exchange.context
-        series = self.routes.get(name)
+            aggregate = route.aggregate
+        if aggregate:
+            by_name, requests = self.aggregates, self.aggregate_requests
+            self._count_parts(name, context, now, code)
+        else:
+            by_name, requests = self.routes, self.requests
+        series = by_name.get(name)
         if series is None:
-            series = self.routes[name] = Series()
+            series = by_name[name] = Series()
         series.add(now, cls, bucket, duration)
         key = (name, METHODS.get(request.method, "other"), code)
-        requests = self.requests
         requests[key] = requests.get(key, 0) + 1
         if context:
             attempts = context.get("attempts")
@@ -242,6 +261,31 @@ class Traffic:
             cache = context.get("cache")
             if cache is not None:
                 self._count_cache(cache)
+
+    def _count_parts(self, aggregate: str, context: dict, now: float, code: int) -> None:
+        """Each part's outcome and latency; the answer counts as partial if any part failed."""
+        parts = context.get("parts")
+        if not parts:
+            return  # a filter answered (401, 429, a cached answer): no part ran
+        failed = False
+        outcomes = self.part_outcomes
+        for part in parts:
+            reason = part.reason
+            outcome = "ok" if reason is None else reason
+            key = (aggregate, part.name, outcome)
+            outcomes[key] = outcomes.get(key, 0) + 1
+            failed = failed or reason is not None
+            duration = part.duration
+            if duration is None:
+                continue
+            which = (aggregate, part.name)
+            series = self.parts.get(which)
+            if series is None:
+                series = self.parts[which] = Series()
+            series.add(now, 2 if reason is None else 5,
+                       HISTOGRAM + bisect_left(BOUNDS, max(0.0, duration)), duration)
+        if failed and code == 200:
+            self.partials[aggregate] = self.partials.get(aggregate, 0) + 1
 
     def _count_attempts(self, attempts: Iterable[tuple[str, str, str]], cls: int) -> None:
         counts = self.attempts

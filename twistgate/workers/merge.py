@@ -24,16 +24,17 @@ LARGEST = frozenset(["p50", "p90", "p99", "event_loop_lag_ms", "out_for_seconds"
 
 #: Names and settings, the same in every worker: the first worker's is the gateway's.
 FIRST = frozenset(["version", "time", "uptime_seconds", "weight", "balance", "health_check",
-                   "url", "name", "prefix", "upstream", "filter", "state", "hit_ratio"])
+                   "url", "name", "prefix", "upstream", "filter", "state", "hit_ratio",
+                   "path"])
 
 #: Keys of a report that are counters: what an ended worker still contributes.
 COUNTERS = frozenset(["total", "classes", "requests", "errors", "client_errors", "outcomes",
                       "lookups", "hits", "results", "rejections", "shadow_rejections",
-                      "store_failures", "panics", "transitions"])
+                      "store_failures", "panics", "transitions", "partial", "failures"])
 
 #: Keys whose value holds counters further down (kept in an ended worker's projection).
 HOLDERS = frozenset(["routes", "upstreams", "targets", "circuits", "cache", "ratelimit",
-                     "filters"])
+                     "filters", "aggregates", "parts"])
 
 #: Keys that name an entry of a list, in the order they are looked for.
 IDENTITIES = ("name", "url", "filter")

@@ -247,6 +247,29 @@
       ] };
     }), 9, "no routes");
 
+    // Each aggregate, then its parts (their failures by reason, as status.json counts them).
+    var aggregates = data.aggregates || [];
+    $("aggregates-panel").hidden = aggregates.length === 0;
+    var aggregateRows = [];
+    aggregates.forEach(function (a) {
+      aggregateRows.push({ id: "aggregate-" + a.name, cells: [
+        [a.name], [a.path], [fmtInt(a.requests), true], [fmtRate(a.rate), true],
+        [fmtInt(a.partial), true, a.partial ? "c4" : ""],
+        [fmtInt(a.errors), true, a.errors ? "c5" : ""], [""],
+        [fmtMs(a.latency_ms.p50), true], [fmtMs(a.latency_ms.p99), true]
+      ] });
+      a.parts.forEach(function (p) {
+        var reasons = Object.keys(p.outcomes).filter(function (k) { return k !== "ok"; })
+          .map(function (k) { return k + " " + fmtInt(p.outcomes[k]); }).join(", ");
+        aggregateRows.push({ id: "aggregate-" + a.name + "-" + p.name, cells: [
+          ["\u2514 " + p.name], [p.upstream], [fmtInt(p.requests), true], [""], [""],
+          [fmtInt(p.failures), true, p.failures ? "c5" : ""], [reasons || "–"],
+          [fmtMs(p.latency_ms.p50), true], [fmtMs(p.latency_ms.p99), true]
+        ] });
+      });
+    });
+    fillTable("aggregates-table", aggregateRows, 9, "no aggregates");
+
     var targets = [];
     data.upstreams.forEach(function (u) {
       u.targets.forEach(function (t) {
