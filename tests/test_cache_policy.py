@@ -11,7 +11,9 @@ from twistgate.filters.cache.directives import (
     NO_REQUEST_DIRECTIVES,
     parse_cache_control,
     parse_delta_seconds,
+    parse_targeted,
     request_policy,
+    response_directives,
 )
 from twistgate.filters.cache.freshness import (
     HEURISTIC_LIMIT,
@@ -39,6 +41,65 @@ from twistgate.filters.cache.vary import (
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 T = 784111777.0  # DATE in seconds
+
+
+# --- targeted fields (RFC 9213) ---------------------------------------------------------------
+
+
+def test_a_targeted_field_is_a_structured_dictionary_of_directives():
+    assert parse_targeted([b'max-age=60, no-cache="Set-Cookie, X-A", private, x-ext=tok']) == {
+        b"max-age": b"60", b"no-cache": b"Set-Cookie, X-A", b"private": None, b"x-ext": b"tok"}
+    # RFC 8941 §4.2: the lines are one dictionary; a key given twice keeps its last value.
+    assert parse_targeted([b"max-age=1", b"max-age=2, public"]) == {b"max-age": b"2",
+                                                                    b"public": None}
+    assert parse_targeted([b"max-age=3;unit=s, public;x"]) == {b"max-age": b"3",
+                                                               b"public": None}
+
+
+@pytest.mark.parametrize("value", [
+    b"Max-Age=60", b"max-age=60,", b"max-age=60 public", b"max-age=", b'private="open',
+    b"max-age=60, , public", b"=60", b"max-age=1234567890123456", b"\xff",
+])
+def test_a_targeted_field_that_does_not_parse_is_ignored(value):
+    assert parse_targeted([value]) is None
+
+
+def test_an_empty_or_absent_targeted_field_is_ignored():
+    assert parse_targeted(None) is None
+    assert parse_targeted([b""]) is None
+    assert parse_targeted([b"  ", b""]) is None
+
+
+def test_directive_values_of_the_wrong_type_are_not_consumed_except_restrictions():
+    assert parse_targeted([b"max-age=6.5, s-maxage=-1, stale-if-error=x, public=?1"]) == {
+        b"public": None}
+    assert parse_targeted([b"public=x, must-understand=1, max-age=(1 2)"]) == {}
+    # Restrictive directives are kept with any value, on the safe side; ?0 is their absence.
+    assert parse_targeted([b"no-store=1, private=tok, no-cache=3, must-revalidate=x"]) == {
+        b"no-store": None, b"private": None, b"no-cache": None, b"must-revalidate": None}
+    assert parse_targeted([b"no-store=?0, max-age=5"]) == {b"max-age": b"5"}
+    assert parse_targeted([b"none"]) == {b"none": None}  # valid: it still overrides
+
+
+def fields(**values):
+    table = {name.replace("_", "-").encode(): [v] for name, v in values.items()}
+    return table.get
+
+
+def test_the_first_targeted_field_present_and_valid_decides():
+    targets = (b"twistgate-cache-control", b"cdn-cache-control")
+    get = fields(cache_control=b"no-store", cdn_cache_control=b"max-age=5",
+                 twistgate_cache_control=b"max-age=9")
+    assert response_directives(get, targets) == ({b"max-age": b"9"},
+                                                 b"twistgate-cache-control")
+    get = fields(cache_control=b"no-store", cdn_cache_control=b"max-age=5",
+                 twistgate_cache_control=b"Max-Age=9")
+    assert response_directives(get, targets) == ({b"max-age": b"5"}, b"cdn-cache-control")
+    get = fields(cache_control=b"no-store", cdn_cache_control=b"")
+    assert response_directives(get, targets) == ({b"no-store": None}, None)
+    # A targeted field not on the list changes nothing.
+    get = fields(cache_control=b"max-age=1", twistgate_cache_control=b"no-store")
+    assert response_directives(get) == ({b"max-age": b"1"}, None)
 
 
 # --- Cache-Control parsing ------------------------------------------------------------------

@@ -29,7 +29,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistgate.config import SectionError, parse_config
+from twistgate.config import ConfigError, SectionError, parse_config
 from twistgate.filters import IFilter, IFilterFactory, filter_factories
 from twistgate.filters.cache.filter import MAX_VARIANTS, Cache, CacheFactory
 from twistgate.filters.cache.settings import CacheSettings
@@ -616,3 +616,132 @@ def test_a_store_that_knows_it_is_down_lets_requests_through_without_a_log_line_
         cache.store.flush()
     assert len(upstream.seen) == 3
     assert [e for e in events if e.get("log_level", LogLevel.debug) >= LogLevel.warn] == []
+
+
+# --- targeted fields (RFC 9213) ---------------------------------------------------------------
+
+
+def test_cdn_cache_control_decides_for_this_cache_and_passes_on_to_the_client():
+    cache, clock = make_cache()
+    upstream = Upstream(headers={b"cache-control": b"no-store",
+                                 b"cdn-cache-control": b"max-age=60"})
+    first = send(cache, upstream)
+    assert header(first, b"cdn-cache-control") == "max-age=60"  # RFC 9213 §3: forwarded
+    assert header(first, b"cache-control") == "no-store"  # ignored here, still the client's
+    clock.advance(59)
+    hit = send(cache, upstream)
+    assert (header(hit, b"x-cache"), header(hit, b"cdn-cache-control")) == ("HIT", "max-age=60")
+    assert header(hit, b"cache-control") == "no-store"
+    clock.advance(1)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+    assert len(upstream.seen) == 2
+
+
+def test_a_targeted_no_store_wins_over_a_cache_control_that_allows_storing():
+    cache, _ = make_cache()
+    upstream = Upstream(headers={b"cache-control": b"max-age=60",
+                                 b"cdn-cache-control": b"no-store"})
+    send(cache, upstream)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+    assert len(cache.store) == 0
+
+
+def test_a_targeted_field_makes_the_cache_ignore_expires_too():
+    cache, clock = make_cache()
+    upstream = Upstream(headers={b"date": http_date(START), b"expires": http_date(START + 3600),
+                                 b"cdn-cache-control": b"max-age=10"})
+    send(cache, upstream)
+    clock.advance(11)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+
+
+def test_the_configured_field_comes_first_and_never_reaches_the_client():
+    cache, clock = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"cache-control": b"no-store",
+                                 b"cdn-cache-control": b"no-store",
+                                 b"twistgate-cache-control": b"max-age=60"})
+    first = send(cache, upstream)
+    assert header(first, b"twistgate-cache-control") is None  # ours alone: removed
+    assert header(first, b"cdn-cache-control") == "no-store"  # the next CDN's: passed on
+    clock.advance(30)
+    hit = send(cache, upstream)
+    assert header(hit, b"x-cache") == "HIT"
+    assert header(hit, b"twistgate-cache-control") is None
+    assert len(upstream.seen) == 1
+
+
+def test_without_the_configured_field_cdn_cache_control_decides():
+    cache, clock = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"cache-control": b"max-age=60",
+                                 b"cdn-cache-control": b"max-age=5"})
+    send(cache, upstream)
+    clock.advance(6)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+
+
+def test_an_invalid_or_empty_targeted_field_is_ignored_and_cache_control_decides():
+    cache, clock = make_cache(targeted="Twistgate-Cache-Control")
+    for target, value in ((b"/upper", b"Max-Age=600"), (b"/comma", b"max-age=600,"),
+                          (b"/empty", b"")):
+        upstream = Upstream(headers={b"cache-control": b"max-age=60",
+                                     b"twistgate-cache-control": value})
+        send(cache, upstream, target=target)
+        clock.advance(30)
+        assert header(send(cache, upstream, target=target), b"x-cache") == "HIT"
+        clock.advance(31)
+        assert header(send(cache, upstream, target=target), b"x-cache") == "MISS"
+
+
+def test_a_304_without_the_targeted_field_keeps_the_stored_one():
+    cache, clock = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"cache-control": b"no-store", b"etag": b'"v1"',
+                                 b"twistgate-cache-control": b"max-age=60"})
+    send(cache, upstream)
+    clock.advance(61)
+    upstream.code, upstream.headers, upstream.body = 304, {b"etag": b'"v1"'}, b""
+    validated = send(cache, upstream)
+    assert header(validated, b"x-cache") == "REVALIDATED"
+    assert header(validated, b"twistgate-cache-control") is None
+    clock.advance(30)
+    assert header(send(cache, upstream), b"x-cache") == "HIT"  # still fresh by max-age=60
+    assert len(upstream.seen) == 2
+
+
+def test_the_configured_field_is_removed_from_answers_the_cache_passes_through():
+    cache, _ = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"twistgate-cache-control": b"no-store"})
+    assert header(send(cache, upstream), b"twistgate-cache-control") is None
+    assert header(send(cache, upstream, method=b"POST"), b"twistgate-cache-control") is None
+    assert header(send(cache, upstream, headers={b"range": b"bytes=0-1"}),
+                  b"twistgate-cache-control") is None
+
+
+def test_the_targeted_key_must_be_a_field_name_of_the_gateways_own():
+    assert FACTORY.validate({"targeted": "Twistgate-Cache-Control"}).targeted == \
+        b"twistgate-cache-control"
+    assert FACTORY.validate({}).targeted is None
+    for value, problem in (
+            ("Twistgate Cache", "'Twistgate Cache' is not a field name"),
+            ("Cache-Control", "'Cache-Control' is Cache-Control itself"),
+            ("CDN-Cache-Control", "'CDN-Cache-Control' is CDN-Cache-Control, which is always "
+                                  "on the target list"),
+            ("Content-Length", "'Content-Length' is a field with a meaning of its own")):
+        with pytest.raises(SectionError) as raised:
+            FACTORY.validate({"targeted": value})
+        assert dict(raised.value.problems)["targeted"].startswith(problem)
+
+
+def test_a_bad_targeted_key_is_reported_as_gw_ini_reports_problems():
+    with pytest.raises(ConfigError) as raised:
+        parse_config(
+            """
+[gateway]
+listen = tcp:8080
+[filter:c]
+use = cache
+targeted = Twistgate Cache-Control
+""",
+            filter_factories={"cache": FACTORY.validate},
+        )
+    assert "gw.ini: [filter:c] targeted: 'Twistgate Cache-Control' is not a field name" in \
+        str(raised.value)

@@ -19,9 +19,10 @@ from twisted.web.http_headers import Headers
 
 from twistgate.exchange import Reply
 from twistgate.filters.cache.directives import (
+    CDN_CACHE_CONTROL,
     RequestPolicy,
-    parse_cache_control,
     parse_delta_seconds,
+    response_directives,
 )
 from twistgate.filters.cache.freshness import (
     corrected_initial_age,
@@ -35,6 +36,7 @@ from twistgate.filters.cache.validation import (
     updated_headers,
 )
 from twistgate.filters.cache.vary import selecting_values, vary_names
+from twistgate.headers import HOP_BY_HOP, connection_named
 from twistgate.http._twisted import headers_from_table, raw_table
 from twistgate.stores.responses import StoredResponse
 
@@ -49,8 +51,11 @@ __all__ = [
     "with_body",
 ]
 
-#: Fields never stored: computed per answer.
-_NOT_STORED = frozenset([b"age", b"x-cache"])
+#: Fields never stored: computed per answer, and the hop-by-hop ones (RFC 9111 §3.1; the proxy
+#: has removed them already, this is the cache's own guarantee).
+_NOT_STORED = frozenset([b"age", b"x-cache"]) | HOP_BY_HOP
+#: The target list of a cache without a ``targeted`` field of its own (RFC 9213 §2.1).
+DEFAULT_TARGETED = (CDN_CACHE_CONTROL,)
 #: The fields of a 304 the cache makes (RFC 9110 §15.4.5), when the stored 200 has them.
 _FIELDS_OF_304 = frozenset(
     [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary"])
@@ -77,6 +82,7 @@ def describe(
     ttl: float | None,
     request_time: float,
     response_time: float,
+    targeted: Sequence[bytes] = DEFAULT_TARGETED,
 ) -> tuple[StoredResponse | None, str | None]:
     """
     The stored response a response to a GET becomes (its body still empty), or None and why it
@@ -87,10 +93,15 @@ def describe(
     @param authenticated_shared: the request was authenticated and the cache shares what it
         stores (``scope = shared``): RFC 9111 §3.5 applies.
     @param ttl: the operator's default freshness, or None.
+    @param targeted: the cache's target list (RFC 9213 §2.1), lower-cased: the first of these
+        fields the response has with a valid value decides instead of C{Cache-Control} and
+        C{Expires}. The fields stay in the stored response (a 304 that leaves them out keeps
+        them, §3.2); which of them the client sees is the filter's business.
     """
     get = headers.getRawHeaders
-    directives = parse_cache_control(get(b"cache-control"))
-    expires = get(b"expires")
+    directives, decided_by = response_directives(get, targeted)
+    # RFC 9213 §2.1: a targeted field that decides makes the cache ignore Expires too.
+    expires = get(b"expires") if decided_by is None else None
     reason = not_storable_reason(code, directives, policy, authenticated_shared,
                                  expires is not None, get(b"set-cookie") is not None)
     if reason is not None:
@@ -114,8 +125,12 @@ def describe(
     etag = etags[0] if etags else None
     if lifetime <= 0 and etag is None and last_modified is None:
         return None, "never fresh, and no validator to revalidate it with"
+    not_stored = _NOT_STORED
+    if get(b"connection"):
+        # RFC 9111 §3.1: nor the fields the Connection names.
+        not_stored = not_stored | connection_named(headers)
     fields = [(name, values) for name, values in headers.getAllRawHeaders()
-              if name.lower() not in _NOT_STORED]
+              if name.lower() not in not_stored]
     if dates is None:
         # RFC 9110 §6.6.1: a cache adds the Date the upstream left out.
         fields.append((b"Date", [datetimeToString(int(response_time))]))

@@ -45,6 +45,7 @@ from twistgate.filters.cache import keys
 from twistgate.filters.cache.body import BodyTee, TeeBody
 from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
 from twistgate.filters.cache.entry import (
+    DEFAULT_TARGETED,
     answer,
     canonical,
     describe,
@@ -147,6 +148,13 @@ class Cache:
         self._max_entry_size = settings.max_entry_size
         self._sync = ISynchronousResponseStore.providedBy(store)
         self._lookup = store.lookup if self._sync else None
+        # RFC 9213 §2.1: the target list, the gateway's own field first; that one is removed
+        # from every answer (it is for this cache alone), CDN-Cache-Control passes on (§3).
+        own = settings.targeted
+        self._targeted = DEFAULT_TARGETED if own is None else (own,) + DEFAULT_TARGETED
+        if own is not None:
+            walk = self.handle
+            self.handle = lambda exchange, next: walk(exchange, next).addCallback(_without, own)
 
     # --- the walk ----------------------------------------------------------------------------
 
@@ -330,7 +338,7 @@ class Cache:
         elif not reply.from_gateway:
             stored, reason = describe(reply.code, reply.phrase, reply.headers, request.get,
                                       request.policy, request.authenticated and self._shared,
-                                      self._ttl, request_time, now)
+                                      self._ttl, request_time, now, self._targeted)
         body = reply.body
         if stored is not None:
             length = len(body) if isinstance(body, bytes) else _content_length(reply.headers)
@@ -394,7 +402,7 @@ class Cache:
             return unstorable_copy(stored, headers, request_time, now)
         refreshed, reason = describe(stored.code, stored.phrase, headers, request.get,
                                      request.policy, request.authenticated and self._shared,
-                                     self._ttl, request_time, now)
+                                     self._ttl, request_time, now, self._targeted)
         if refreshed is None:
             # The 304 changed what may be stored (say, no-store now): this answer is still
             # validated, but nothing is kept.
@@ -550,6 +558,12 @@ def _validatable(stale: StoredResponse | None) -> StoredResponse | None:
 def _label(reply: Reply, exchange: Exchange, label: bytes) -> Reply:
     exchange.context["cache"] = _TEXT[label]
     reply.headers.setRawHeaders(b"x-cache", [label])
+    return reply
+
+
+def _without(reply: Reply, name: bytes) -> Reply:
+    """C{reply} without the field C{name} (the gateway's own targeted field)."""
+    reply.headers.removeHeader(name)
     return reply
 
 

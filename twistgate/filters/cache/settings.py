@@ -4,12 +4,14 @@ The keys of a ``[filter:NAME] use = cache`` section, checked once at load time.
 ``ttl`` (optional duration), ``max_size`` (size, 64MB), ``max_entry_size`` (size, the smaller of
 1MB and an eighth of ``max_size``), ``scope`` (``auto`` or ``shared``) and ``max_shared_body``
 (size, ``max_entry_size``: with ``[store] backend = redis``, larger bodies stay in each node's
-memory); docs/filters/cache.md says what each does. Every problem is reported, one line each, as
+memory) and ``targeted`` (a field name: the gateway's own targeted field, RFC 9213);
+docs/filters/cache.md says what each does. Every problem is reported, one line each, as
 the rest of gw.ini's are.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -24,7 +26,19 @@ DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 #: max_entry_size by default: this, or an eighth of max_size when that is smaller.
 DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024
 SCOPES = ("auto", "shared")
-_KEYS = ("ttl", "max_size", "max_entry_size", "scope", "max_shared_body")
+_KEYS = ("ttl", "max_size", "max_entry_size", "scope", "max_shared_body", "targeted")
+#: RFC 9110 §5.1: a field name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Names a targeted field of the gateway's own may not take: the fields it would stand for.
+_NOT_TARGETED = {"cache-control": "Cache-Control itself",
+                 "cdn-cache-control": "CDN-Cache-Control, which is always on the target list",
+                 "expires": "Expires, which a targeted field overrides",
+                 "pragma": "Pragma"}
+#: ... nor a field that means something else: an answer would lose it.
+_TAKEN = frozenset(["age", "content-length", "content-type", "content-range", "date", "etag",
+                    "last-modified", "vary", "x-cache", "host", "connection", "keep-alive",
+                    "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+                    "trailer", "transfer-encoding", "upgrade", "set-cookie", "location"])
 
 
 @attrs.frozen
@@ -41,6 +55,9 @@ class CacheSettings:
     @ivar max_shared_body: with a Redis store, bodies larger than this are kept in this node's
         memory (up to C{max_size}) rather than in Redis; None: C{max_entry_size}, every stored
         body is shared.
+    @ivar targeted: the gateway's own targeted field (RFC 9213 §2.1), lower-cased, e.g.
+        C{b"twistgate-cache-control"}: first on the target list, before CDN-Cache-Control, and
+        removed from every answer; None: the target list is CDN-Cache-Control alone.
     """
 
     ttl: float | None = None
@@ -48,6 +65,7 @@ class CacheSettings:
     max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     scope: str = "auto"
     max_shared_body: int | None = None
+    targeted: bytes | None = None
 
 
 def validate_settings(section: Mapping[str, str]) -> CacheSettings:
@@ -58,6 +76,7 @@ def validate_settings(section: Mapping[str, str]) -> CacheSettings:
     max_entry_size = reader.get("max_entry_size", _parse_size)
     scope = reader.get("scope", _parse_scope, "auto")
     max_shared_body = reader.get("max_shared_body", _parse_shared_size)
+    targeted = reader.get("targeted", _parse_targeted)
     if max_entry_size is None:
         max_entry_size = min(DEFAULT_MAX_ENTRY_SIZE, max(1, max_size // 8))
     elif max_entry_size > max_size:
@@ -65,7 +84,7 @@ def validate_settings(section: Mapping[str, str]) -> CacheSettings:
                        % (units.format_size(max_entry_size), units.format_size(max_size)))
     reader.check()
     return CacheSettings(ttl=ttl, max_size=max_size, max_entry_size=max_entry_size, scope=scope,
-                         max_shared_body=max_shared_body)
+                         max_shared_body=max_shared_body, targeted=targeted)
 
 
 def _parse_ttl(text: str) -> float:
@@ -92,3 +111,18 @@ def _parse_scope(text: str) -> str:
     if value in SCOPES:
         return value
     raise ValueError("'%s' is not a scope (use auto or shared)%s" % (text, suggest(value, SCOPES)))
+
+
+def _parse_targeted(text: str) -> bytes:
+    if not _TOKEN.match(text):
+        raise ValueError("'%s' is not a field name (a token: letters, digits and !#$%%&'*+-.^_`|~,"
+                         " e.g. Twistgate-Cache-Control)" % (text,))
+    name = text.lower()
+    if name in _NOT_TARGETED:
+        raise ValueError("'%s' is %s: name the gateway's own field, e.g. "
+                         "Twistgate-Cache-Control" % (text, _NOT_TARGETED[name]))
+    if name in _TAKEN:
+        raise ValueError("'%s' is a field with a meaning of its own, which every answer would "
+                         "lose: name the gateway's own field, e.g. Twistgate-Cache-Control"
+                         % (text,))
+    return name.encode("ascii")
