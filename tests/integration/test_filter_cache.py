@@ -119,6 +119,9 @@ use = cache
 [filter:shared]
 use = cache
 scope = shared
+[filter:targeted]
+use = cache
+targeted = Twistgate-Cache-Control
 [route:strict]
 prefix = /strict
 upstream = {url}
@@ -135,6 +138,10 @@ filters = auth per-user
 prefix = /shared
 upstream = {url}
 filters = auth shared
+[route:targeted]
+prefix = /targeted
+upstream = {url}
+filters = targeted
 """
 
 
@@ -238,6 +245,29 @@ def test_no_store_private_and_set_cookie_are_not_stored(env):
         script.set("/strict/" + name, headers=fields)
         assert (yield cache_results(gw, "/strict/" + name)) == ["MISS", "MISS"], name
         assert len(script.requests("/strict/" + name)) == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_gateways_own_targeted_field_decides_and_never_reaches_the_client(env):
+    gw, script, _ = env
+    script.set("/targeted/own", headers={"cache-control": "no-store",
+                                         "twistgate-cache-control": "max-age=60"})
+    for expected in ("MISS", "HIT"):
+        response, body = yield get(gw, "/targeted/own")
+        assert (response.code, body, field(response, b"x-cache")) == (200, b"{}", expected)
+        assert field(response, b"twistgate-cache-control") is None
+        assert field(response, b"cache-control") == "no-store"  # still the client's
+    assert len(script.requests("/targeted/own")) == 1
+    # CDN-Cache-Control decides too (after the gateway's own field), and is passed on.
+    script.set("/targeted/cdn", headers={"cache-control": "no-store",
+                                         "cdn-cache-control": "max-age=60"})
+    assert (yield cache_results(gw, "/targeted/cdn")) == ["MISS", "HIT"]
+    response, _ = yield get(gw, "/targeted/cdn")
+    assert field(response, b"cdn-cache-control") == "max-age=60"
+    # A targeted field that does not parse is ignored: Cache-Control decides.
+    script.set("/targeted/bad", headers={"cache-control": "no-store",
+                                         "twistgate-cache-control": "Max-Age=60"})
+    assert (yield cache_results(gw, "/targeted/bad")) == ["MISS", "MISS"]
 
 
 @pytest_twisted.inlineCallbacks
