@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 import math
+import time
 
 import pytest
 
@@ -184,6 +186,52 @@ def test_http_dates_are_read_in_all_three_forms(text):
 ])
 def test_anything_else_is_not_a_date(text):
     assert parse_http_date(text) is None
+
+
+def at(year, month=6, day=1):
+    return float(calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0)))
+
+
+@pytest.mark.parametrize("text, now, year", [
+    # RFC 9110 §5.6.7: a two-digit year more than 50 years ahead is the past century's.
+    (b"Sunday, 06-Nov-94 08:49:37 GMT", at(2026), 1994),
+    (b"Friday, 06-Nov-26 08:49:37 GMT", at(2026), 2026),
+    (b"Wednesday, 06-Nov-75 08:49:37 GMT", at(2026), 2075),
+    (b"Saturday, 06-Nov-77 08:49:37 GMT", at(2026), 1977),
+    (b"Thursday, 01-Jan-70 00:00:00 GMT", at(1999), 1970),
+    (b"Friday, 01-Jan-49 00:00:00 GMT", at(2000), 2049),
+    (b"Saturday, 01-Jan-50 00:00:00 GMT", at(2000), 2050),
+    (b"Monday, 01-Jan-51 00:00:00 GMT", at(2000), 1951),
+    (b"Thursday, 01-Jan-00 00:00:00 GMT", at(2099), 2000),
+])
+def test_a_two_digit_rfc850_year_is_read_against_now(text, now, year):
+    assert time.gmtime(parse_http_date(text, now)).tm_year == year
+
+
+def test_29_february_of_an_rfc850_date_needs_a_leap_year_in_its_century():
+    assert parse_http_date(b"Tuesday, 29-Feb-28 00:00:00 GMT", at(2026)) == at(2028, 2, 29)
+    assert parse_http_date(b"Friday, 29-Feb-27 00:00:00 GMT", at(2026)) is None
+    assert parse_http_date(b"Friday, 30-Feb-28 00:00:00 GMT", at(2026)) is None
+
+
+@pytest.mark.parametrize("text", [
+    b"Sun, 06 Nov 1994 08:49:37 GMT", b"Sunday, 06-Nov-94 08:49:37 GMT",
+    b"Sun Nov  6 08:49:37 1994", b"Sun Nov 16 08:49:37 1994", b" Sun, 06 Nov 1994 08:49:37 GMT ",
+])
+def test_every_form_is_accepted_wherever_a_date_is_read(text):
+    # Expires against Date: a lifetime from any of the three forms (Date is T here).
+    expected = parse_http_date(text.strip(), T)
+    assert lifetime(expires=[text], date=expected - 60) == (60.0, "expires")
+    # If-Modified-Since and a 304's Last-Modified use the same parser.
+    assert not if_modified_since_passes([text], expected)
+    assert if_modified_since_passes([text], expected + 1)
+    assert is_304_for(None, DATE, None, text) == (expected == T)
+
+
+@pytest.mark.parametrize("text", [b"0", b"-1", b"", b"never", b"Sun, 06 Nov 94 08:49:37 GMT",
+                                  b"Sun, 06-Nov-94 08:49:37 GMT", b"1994-11-06T08:49:37Z"])
+def test_an_expires_in_no_http_date_form_means_already_expired(text):
+    assert lifetime(expires=[text], ttl=3600.0) == (0.0, "expires")
 
 
 # --- age (§4.2.3) -----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ test_filter_cache_coalescing.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from test_filter_cache_fakes import (
     FACTORY,
@@ -745,3 +747,35 @@ targeted = Twistgate Cache-Control
         )
     assert "gw.ini: [filter:c] targeted: 'Twistgate Cache-Control' is not a field name" in \
         str(raised.value)
+
+
+# --- Expires in every form (RFC 9110 §5.6.7, RFC 9111 §5.3) -----------------------------------
+
+
+def _forms(seconds):
+    t = time.gmtime(seconds)
+    return [time.strftime("%a, %d %b %Y %H:%M:%S GMT", t).encode(),
+            time.strftime("%A, %d-%b-%y %H:%M:%S GMT", t).encode(),
+            (time.strftime("%a %b ", t) + "%2d" % t.tm_mday + time.strftime(" %H:%M:%S %Y", t))
+            .encode()]
+
+
+@pytest.mark.parametrize("form", [0, 1, 2], ids=["imf-fixdate", "rfc850", "asctime"])
+def test_expires_is_read_in_every_form_a_recipient_must_accept(form):
+    cache, clock = make_cache(ttl="1h")
+    upstream = Upstream(headers={b"date": _forms(START)[form],
+                                 b"expires": _forms(START + 60)[form]})
+    send(cache, upstream)
+    clock.advance(59)
+    assert header(send(cache, upstream), b"x-cache") == "HIT"
+    clock.advance(1)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+
+
+@pytest.mark.parametrize("expires", [b"0", b"-1", b"tomorrow", b"Sun, 06 Nov 94 08:49:37 GMT"])
+def test_an_invalid_expires_is_already_expired_and_takes_no_ttl(expires):
+    cache, _ = make_cache(ttl="1h")
+    upstream = Upstream(headers={b"expires": expires, b"etag": b'"x"'})
+    send(cache, upstream)
+    assert header(send(cache, upstream), b"x-cache") != "HIT"
+    assert upstream.sent(-1) == [b'"x"']  # stored, stale at once: validated

@@ -110,13 +110,13 @@ def describe(
     if vary is None:
         return None, "Vary: * (no request can match it)"
     dates = get(b"date")
-    date_value = parse_http_date(dates[0]) if dates else None
+    date_value = parse_http_date(dates[0], response_time) if dates else None
     ages = get(b"age")
     # §5.1: a list-valued Age counts by its first member; an invalid one is ignored.
     age_value = parse_delta_seconds(ages[0].split(b",")[0]) if ages else None
     modified_values = get(b"last-modified")
     last_modified = modified_values[0] if modified_values else None
-    modified = parse_http_date(last_modified)
+    modified = parse_http_date(last_modified, response_time)
     if modified is None:
         last_modified = None  # not a date: of no use in an If-Modified-Since
     lifetime, source = freshness_lifetime(directives, expires, date_value, modified, code,

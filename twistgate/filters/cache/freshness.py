@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from collections.abc import Mapping, Sequence
 
 from twistgate.filters.cache.directives import (
@@ -68,28 +69,29 @@ _RFC850 = re.compile(
 _ASCTIME = re.compile(_DAY_NAMES + rb" " + _MONTH + rb" ([ 0-9][0-9]) " + _TIME + rb" ([0-9]{4})\Z")
 
 
-def parse_http_date(value: bytes | None) -> float | None:
+def parse_http_date(value: bytes | None, now: float | None = None) -> float | None:
     """
     An HTTP-date (RFC 9110 §5.6.7) in any of its three forms, as seconds since the epoch; None
     for anything else (``0``, ``-1``, a date with a bad field). Case matters: the grammar is
     case-sensitive.
 
-    A two-digit rfc850 year is taken as 20YY when that is at most 50 years ahead of 2000+, else
-    19YY — which is what §5.6.7 asks ("more than 50 years in the future") for any year up to
-    2049, and rfc850 dates have not been generated for decades.
+    A two-digit rfc850 year is read as §5.6.7 asks: in the century of C{now} (the time the field
+    is read, by default the wall clock's), unless that puts it more than 50 years after C{now},
+    when it is the most recent past year with those two digits. So, read in 2026, ``94`` is
+    1994, ``26`` 2026 and ``75`` 2075, but ``77`` is 1977.
     """
     if value is None:
         return None
     value = value.strip()
     match = _IMF_FIXDATE.match(value)
+    rfc850 = False
     if match is not None:
         day, month, year, hour, minute, second = match.groups()
     else:
         match = _RFC850.match(value)
         if match is not None:
-            day, month, short_year, hour, minute, second = match.groups()
-            yy = int(short_year)
-            year = b"%d" % (2000 + yy if yy < 50 else 1900 + yy)
+            day, month, year, hour, minute, second = match.groups()
+            rfc850 = True
         else:
             match = _ASCTIME.match(value)
             if match is None:
@@ -101,12 +103,34 @@ def parse_http_date(value: bytes | None) -> float | None:
     except (KeyError, ValueError):
         return None
     year_n, month_n, day_n, hour_n, minute_n, second_n = numbers
-    if not (1 <= day_n <= calendar.monthrange(year_n, month_n)[1]):
-        return None
+    if rfc850:
+        # The century is not known yet: the days of the month in a leap year, and 29 February
+        # checked once it is.
+        if not 1 <= day_n <= calendar.monthrange(2000, month_n)[1]:
+            return None
     # 60 is a leap second, which the grammar allows.
     if hour_n > 23 or minute_n > 59 or second_n > 60:
         return None
-    return float(calendar.timegm((year_n, month_n, day_n, hour_n, minute_n, second_n, 0, 0, 0)))
+    if rfc850:
+        if now is None:
+            now = time.time()
+        this_year = time.gmtime(now).tm_year
+        year_n += this_year - this_year % 100
+        if _timestamp(year_n, month_n, day_n, hour_n, minute_n, second_n) > now + _FIFTY_YEARS:
+            year_n -= 100
+        if month_n == 2 and day_n == 29 and not calendar.isleap(year_n):
+            return None
+    elif not (1 <= day_n <= calendar.monthrange(year_n, month_n)[1]):
+        return None
+    return _timestamp(year_n, month_n, day_n, hour_n, minute_n, second_n)
+
+
+#: "More than 50 years in the future" (RFC 9110 §5.6.7), in seconds of 365.2425 days.
+_FIFTY_YEARS = 50 * 365.2425 * 86400
+
+
+def _timestamp(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
 
 # --- ages and freshness (§4.2) --------------------------------------------------------------
@@ -216,7 +240,7 @@ def freshness_lifetime(
         value = parse_delta_seconds(directives[b"max-age"])
         return (float(value) if value is not None else 0.0), "max-age"
     if expires:
-        expires_value = parse_http_date(expires[0])
+        expires_value = parse_http_date(expires[0], response_time)
         if expires_value is None:
             return 0.0, "expires"
         base = date_value if date_value is not None else response_time
