@@ -412,6 +412,33 @@ def test_vary_names_are_lower_cased_sorted_and_star_means_never():
     assert vary_names([b"accept, *"]) is None
 
 
+def test_vary_lines_are_one_list_of_case_insensitive_names_and_star_anywhere_is_never():
+    assert vary_names([b" Accept-Language ,ACCEPT-encoding", b"", b"x-Tenant,,"]) == (
+        b"accept-encoding", b"accept-language", b"x-tenant")
+    assert vary_names([b"Accept-Encoding", b" * "]) is None
+    assert vary_names([b""]) == ()
+
+
+def test_weights_are_compared_by_value_and_q_1_is_the_default():
+    assert normalise_field(b"accept-encoding", [b"gzip;q=1.0, br;q=0.50"]) == \
+        normalise_field(b"accept-encoding", [b"BR; Q=0.5", b"gzip"]) == b"br;q=0.5,gzip"
+    assert normalise_field(b"accept-language", [b"en;q=1.000, fr;q=0.800"]) == b"en,fr;q=0.8"
+    assert normalise_field(b"accept-encoding", [b"gzip;q=0"]) != normalise_field(
+        b"accept-encoding", [b"gzip"])
+    assert normalise_field(b"accept", [b"text/html;level=1;q=0.70"]) == b"text/html;level=1;q=0.7"
+    # Not a weight: kept as it came (lower-cased), so it matches only itself.
+    assert normalise_field(b"accept-encoding", [b"gzip;q=2"]) == b"gzip;q=2"
+
+
+def test_repeated_lines_of_any_field_are_one_list():
+    assert normalise_field(b"x-tenant", [b" a ", b"b"]) == normalise_field(b"x-tenant", [b"a, b"])
+    assert normalise_field(b"accept-language", [b"en", b"\tfr;q=0.5"]) == normalise_field(
+        b"accept-language", [b"en,fr;q=0.5"])
+    assert normalise_field(b"accept-encoding", [b"gzip", b"", b" "]) == b"gzip"
+    assert normalise_field(b"cookie", [b"a=1", b"b=2"]) == normalise_field(b"cookie",
+                                                                          [b"a=1; b=2"])
+
+
 def test_accept_encoding_is_normalised_for_whitespace_case_order_and_line_splits():
     one = normalise_field(b"accept-encoding", [b"gzip, Deflate;q=0.5"])
     assert one == normalise_field(b"accept-encoding", [b"deflate ; q=0.5", b"GZIP"])

@@ -321,6 +321,41 @@ def test_vary_keeps_a_variant_per_selecting_value_normalised():
     assert len(upstream.seen) == 3
 
 
+def test_repeated_vary_lines_are_one_list_of_names_compared_without_case():
+    cache, _ = make_cache()
+    upstream = Upstream(headers={b"cache-control": b"max-age=60",
+                                 b"vary": [b"accept-ENCODING", b" Accept-Language "]})
+    send(cache, upstream, headers={b"accept-encoding": b"gzip", b"accept-language": b"en-GB"})
+    hit = send(cache, upstream, headers={b"accept-encoding": [b"GZIP;q=1.0"],
+                                         b"accept-language": [b"EN-gb "]})
+    assert header(hit, b"x-cache") == "HIT"
+    # Each named field counts: another language is another variant.
+    miss = send(cache, upstream, headers={b"accept-encoding": b"gzip",
+                                          b"accept-language": b"fr"})
+    assert header(miss, b"x-cache") == "MISS"
+
+
+def test_request_fields_on_several_lines_select_the_variant_their_one_line_stored():
+    cache, _ = make_cache()
+    upstream = Upstream(headers={b"cache-control": b"max-age=60", b"vary": b"X-Tenant, Accept"})
+    send(cache, upstream, headers={b"x-tenant": b"a, b", b"accept": b"text/html, */*;q=0.8"})
+    hit = send(cache, upstream, headers={b"x-tenant": [b"a", b" b"],
+                                         b"accept": [b"TEXT/HTML", b"*/*; q=0.80"]})
+    assert header(hit, b"x-cache") == "HIT"
+    miss = send(cache, upstream, headers={b"x-tenant": [b"b", b"a"],
+                                          b"accept": b"text/html, */*;q=0.8"})
+    assert header(miss, b"x-cache") == "MISS"  # X-Tenant's order may mean something
+
+
+def test_a_star_on_any_vary_line_is_never_stored():
+    cache, _ = make_cache()
+    upstream = Upstream(headers={b"cache-control": b"max-age=60",
+                                 b"vary": [b"Accept-Encoding", b"*"]})
+    send(cache, upstream)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+    assert len(cache.store) == 0
+
+
 def test_vary_star_is_never_stored():
     cache, _ = make_cache()
     upstream = Upstream(headers={b"cache-control": b"max-age=60", b"vary": b"*"})

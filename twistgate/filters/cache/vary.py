@@ -51,31 +51,56 @@ _CREDENTIALS = frozenset([b"authorization", b"cookie", b"proxy-authorization"])
 def normalise_field(name: bytes, values: Sequence[bytes] | None) -> bytes | None:
     """
     A request field's value in the form two requests are compared in (§4.1): None when absent;
-    the lines combined with ","; leading and trailing whitespace dropped; and for the fields of
-    known syntax (C{Accept}, C{Accept-Encoding}, C{Accept-Language}, C{Accept-Charset}), the
-    whitespace around list delimiters dropped and the case folded (and, for Accept-Encoding, the
-    elements sorted, since their order means nothing). Credentials (C{Authorization},
-    C{Cookie}) are replaced by a digest.
+    the lines combined into one list (RFC 9110 §5.3: joined with ", "; ``Cookie`` lines with
+    "; ", as RFC 9113 §8.2.3 joins them); leading and trailing whitespace dropped; and for the
+    fields of known syntax (C{Accept}, C{Accept-Encoding}, C{Accept-Language},
+    C{Accept-Charset}), the whitespace around list delimiters and empty list elements dropped,
+    the case folded, a weight written in its shortest form (``q=0.50`` is ``q=0.5``; ``q=1``,
+    the default, is left out), and for Accept-Encoding the elements sorted, since their order
+    means nothing. Credentials (C{Authorization}, C{Cookie}) are replaced by a digest.
     """
     if values is None:
         return None
     if len(values) == 1:
         value = values[0].strip(b" \t")
     else:
-        value = b",".join(v.strip(b" \t") for v in values)
+        joiner = b"; " if name == b"cookie" else b", "
+        value = joiner.join(stripped for stripped in (v.strip(b" \t") for v in values)
+                            if stripped)
     if name in _CREDENTIALS:
         return b"#" + hashlib.blake2b(value, digest_size=16).hexdigest().encode("ascii")
     if name in _UNORDERED_CASELESS:
-        items = [item for item in _WHITESPACE.sub(b"", value).lower().split(b",") if item]
+        items = [_weighed(item) for item in _WHITESPACE.sub(b"", value).lower().split(b",")
+                 if item]
         items.sort()
         return b",".join(items)
     if name in _ORDERED_CASELESS:
         if b'"' in value:
             return _fold_outside_quotes(value)
         return b",".join(
-            item for item in _WHITESPACE.sub(b"", value).lower().split(b",") if item
+            _weighed(item) for item in _WHITESPACE.sub(b"", value).lower().split(b",") if item
         )
     return value
+
+
+def _weighed(item: bytes) -> bytes:
+    """A list element with its weight (RFC 9110 §12.4.2, ``q=``) in its shortest form."""
+    if b"q=" not in item:
+        return item
+    parts = item.split(b";")
+    kept = [parts[0]]
+    for part in parts[1:]:
+        if part.startswith(b"q=") and _QVALUE.match(part, 2):
+            weight = float(part[2:])
+            if weight == 1.0:
+                continue
+            part = b"q=" + (b"%.3f" % weight).rstrip(b"0").rstrip(b".")
+        kept.append(part)
+    return b";".join(kept)
+
+
+#: RFC 9110 §12.4.2: a weight, 0 to 1 with up to three decimals.
+_QVALUE = re.compile(rb"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
 
 
 def _fold_outside_quotes(value: bytes) -> bytes:
