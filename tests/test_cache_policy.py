@@ -296,6 +296,31 @@ def test_no_heuristic_for_a_status_that_is_not_heuristically_cacheable_unless_pu
     assert lifetime(b"public", modified=T - 1000, status=302) == (100, "heuristic")
 
 
+@pytest.mark.parametrize("status", [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
+def test_the_heuristic_applies_to_every_heuristically_cacheable_status(status):
+    assert lifetime(modified=T - 1000, status=status) == (100, "heuristic")
+
+
+@pytest.mark.parametrize("status", [201, 302, 303, 307, 400, 403, 500, 503])
+def test_no_heuristic_for_other_statuses(status):
+    assert lifetime(modified=T - 1000, status=status) == (0, "none")
+
+
+def test_no_heuristic_when_explicit_freshness_is_present_even_zero_or_invalid():
+    assert lifetime(b"max-age=0", modified=T - 1000) == (0, "max-age")
+    assert lifetime(b"s-maxage=0", modified=T - 1000) == (0, "s-maxage")
+    assert lifetime(b"max-age=soon", modified=T - 1000) == (0, "max-age")
+    assert lifetime(expires=[DATE], modified=T - 1000) == (0, "expires")
+    assert lifetime(expires=[b"0"], modified=T - 1000) == (0, "expires")
+
+
+def test_the_heuristic_counts_from_date_or_arrival_and_never_from_a_future_last_modified():
+    assert lifetime(modified=T - 1000, date=None) == (100, "heuristic")  # T: the arrival
+    assert lifetime(modified=T - 1000, date=T - 500) == (50, "heuristic")
+    assert lifetime(modified=T + 10) == (0, "none")
+    assert lifetime(modified=T) == (0, "none")
+
+
 def test_the_ttl_applies_without_explicit_freshness_and_wins_over_the_heuristic():
     assert lifetime(ttl=300) == (300, "ttl")
     assert lifetime(modified=T - 10 * 86400, ttl=300) == (300, "ttl")

@@ -197,6 +197,32 @@ def test_heuristic_freshness_from_last_modified_without_ttl():
     assert header(send(cache, upstream), b"x-cache") != "HIT"
 
 
+def test_heuristic_freshness_only_for_cacheable_statuses_or_public_and_never_past_max_age():
+    cache, clock = make_cache()
+    modified = {b"date": http_date(START), b"last-modified": http_date(START - 1000)}
+    redirect = Upstream(code=302, headers=dict(modified, location=b"/x"))
+    send(cache, redirect, target=b"/302")
+    assert header(send(cache, redirect, target=b"/302"), b"x-cache") == "MISS"
+    public = Upstream(code=302, headers=dict(modified, location=b"/x",
+                                             **{"cache-control": b"public"}))
+    send(cache, public, target=b"/302-public")
+    assert header(send(cache, public, target=b"/302-public"), b"x-cache") == "HIT"
+    explicit = Upstream(headers=dict(modified, **{"cache-control": b"max-age=10"}))
+    send(cache, explicit, target=b"/explicit")
+    clock.advance(11)  # the heuristic would say 100 s; max-age says 10
+    assert header(send(cache, explicit, target=b"/explicit"), b"x-cache") != "HIT"
+
+
+def test_a_targeted_field_without_freshness_leaves_the_heuristic_and_ignores_expires():
+    cache, clock = make_cache()
+    upstream = Upstream(headers={b"date": http_date(START), b"expires": http_date(START),
+                                 b"last-modified": http_date(START - 1000),
+                                 b"cdn-cache-control": b"public"})
+    send(cache, upstream)
+    clock.advance(99)
+    assert header(send(cache, upstream), b"x-cache") == "HIT"
+
+
 @pytest.mark.parametrize("fields", [
     {b"cache-control": b"no-store, max-age=60"},
     {b"cache-control": b"private, max-age=60"},
