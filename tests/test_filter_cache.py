@@ -840,3 +840,71 @@ def test_an_invalid_expires_is_already_expired_and_takes_no_ttl(expires):
     send(cache, upstream)
     assert header(send(cache, upstream), b"x-cache") != "HIT"
     assert upstream.sent(-1) == [b'"x"']  # stored, stale at once: validated
+
+
+# --- interim answers and hop-by-hop fields (RFC 9111 §3, §3.1) --------------------------------
+
+
+class HintingUpstream(Upstream):
+    """Sends a 100 and a 103 to the client's request (as the upstream client does, through
+    C{write_interim}) before its final answer."""
+
+    def __call__(self, exchange):
+        exchange.request.write_interim(100, b"Continue", Headers())
+        exchange.request.write_interim(103, b"Early Hints",
+                                       Headers({b"link": [b"</a.css>; rel=preload"],
+                                                b"cache-control": [b"max-age=600"]}))
+        return super().__call__(exchange)
+
+
+def test_interim_answers_reach_the_client_and_only_the_final_answer_is_stored():
+    cache, clock = make_cache()
+    upstream = HintingUpstream(headers={b"cache-control": b"max-age=60", b"x-final": b"1"})
+    ex = exchange()
+    interims = []
+    ex.request.write_interim = lambda code, phrase, headers: interims.append(code) or True
+    first = send(cache, upstream, ex)
+    assert (interims, first.code, header(first, b"x-cache")) == ([100, 103], 200, "MISS")
+    (stored,) = _stored(cache)
+    assert (stored.code, stored.body, stored.lifetime) == (200, b"hello", 60)
+    clock.advance(61)  # the 103's max-age=600 was never the stored response's
+    miss = send(cache, upstream, exchange_with_interims())
+    assert header(miss, b"x-cache") == "MISS"
+    assert header(miss, b"link") is None
+
+
+def _stored(cache):
+    """Every stored response of C{cache}'s memory store."""
+    return [v for variants, _ in cache.store._entries.values() for v in variants]
+
+
+def exchange_with_interims():
+    ex = exchange()
+    ex.request.write_interim = lambda code, phrase, headers: True
+    return ex
+
+
+@pytest.mark.parametrize("code", [100, 102, 103])
+def test_an_interim_status_given_as_an_answer_is_never_stored(code):
+    cache, _ = make_cache()
+    upstream = Upstream(code=code, headers={b"cache-control": b"max-age=60"}, body=b"")
+    send(cache, upstream)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+    assert len(cache.store) == 0
+
+
+def test_fields_the_connection_names_and_hop_by_hop_fields_are_never_stored_or_served():
+    cache, _ = make_cache()
+    upstream = Upstream(headers={b"cache-control": b"max-age=60",
+                                 b"connection": b"keep-alive, X-Secret",
+                                 b"x-secret": b"s", b"keep-alive": b"timeout=5",
+                                 b"transfer-encoding": b"chunked", b"upgrade": b"h2c",
+                                 b"x-kept": b"k"})
+    send(cache, upstream)
+    hit = send(cache, upstream)
+    assert header(hit, b"x-cache") == "HIT"
+    assert header(hit, b"x-kept") == "k"
+    for name in (b"connection", b"x-secret", b"keep-alive", b"transfer-encoding", b"upgrade"):
+        assert header(hit, name) is None, name
+    names = {name.lower() for variant in _stored(cache) for name, _ in variant.headers}
+    assert names.isdisjoint({b"connection", b"x-secret", b"keep-alive", b"upgrade"})

@@ -70,6 +70,15 @@ def early_hints(upstream):
     reactor.callLater(0.3, upstream.transport.write, answer(b"final"))
 
 
+def hints_then_a_cacheable_answer(upstream):
+    upstream.transport.write(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+        b"Cache-Control: max-age=600\r\n\r\n"
+        + answer(b"final", b"Cache-Control: max-age=60\r\nX-Final: 1\r\n")
+    )
+
+
 def continue_then_answer(upstream):
     upstream.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"stored"))
 
@@ -131,6 +140,7 @@ SCRIPTS = {
     b"/up/continue": continue_then_answer,
     b"/up/hop": connection_names_a_header,
     b"/cached/hop": connection_names_a_header,
+    b"/cached/hints": hints_then_a_cacheable_answer,
     b"/up/gzip": gzip_transfer_coding,
     b"/up/garbage": garbage,
     b"/up/huge-head": huge_head,
@@ -257,6 +267,24 @@ def test_early_hints_reach_an_http_1_1_client_before_the_answer(hostile):
     raw = yield client.done
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b" 103 " not in raw
     yield still_serving(hostile)
+
+
+@pytest_twisted.inlineCallbacks
+def test_interim_answers_pass_through_the_cache_and_the_final_one_is_what_it_stores(hostile):
+    request = b"GET /cached/hints HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    client = yield connect(hostile.port, request)
+    raw = yield client.done
+    heads = split_answers(raw)
+    assert [head.split(b"\r\n")[0] for head in heads] == [
+        b"HTTP/1.1 100 Continue", b"HTTP/1.1 103 Early Hints", b"HTTP/1.1 200 OK"]
+    assert b"X-Cache: MISS" in heads[-1] and raw.endswith(b"final")
+    client = yield connect(hostile.port, request)
+    raw = yield client.done
+    (final,) = split_answers(raw)  # a hit: no interim answer, the stored 200 alone
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"final")
+    assert b"X-Cache: HIT" in final and b"X-Final: 1" in final
+    assert b"Link:" not in final
+    assert len(hostile.upstream.seen) == 1
 
 
 @pytest_twisted.inlineCallbacks
