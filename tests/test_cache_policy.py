@@ -56,6 +56,7 @@ def test_a_targeted_field_is_a_structured_dictionary_of_directives():
                                                                     b"public": None}
     assert parse_targeted([b"max-age=3;unit=s, public;x"]) == {b"max-age": b"3",
                                                                b"public": None}
+    assert parse_targeted([b"max-age=4", b"", b" \t"]) == {b"max-age": b"4"}
 
 
 @pytest.mark.parametrize("value", [

@@ -312,23 +312,25 @@ def parse_targeted(values: Sequence[bytes] | None) -> dict[bytes, bytes | None] 
     name -> argument or None; None when the field is absent, empty or not a valid Structured
     Field Dictionary (RFC 8941 §4.2.2), which the cache then ignores.
 
-    Its lines are one Dictionary (RFC 8941 §4.2: joined with commas). Each member is read as the
-    type RFC 9213 §2.1 infers for its directive: ``max-age``, ``s-maxage``,
-    ``stale-while-revalidate`` and ``stale-if-error`` a non-negative Integer; ``no-cache`` and
-    ``private`` Boolean true or a String; ``no-store``, ``must-revalidate``,
-    ``proxy-revalidate``, ``public``, ``must-understand`` (and ``no-transform``, ``immutable``)
-    Boolean true. A member with a value of another type is ignored, except the directives that
-    restrict (``no-store``, ``no-cache``, ``private``, ``must-revalidate``,
-    ``proxy-revalidate``), which are read as valueless: the safe side. Boolean false is the
+    Its lines are one Dictionary (RFC 8941 §4.2: joined with commas; an empty line adds
+    nothing). Each member is read as the type RFC 9213 §2.1 infers for its directive:
+    ``max-age``, ``s-maxage``, ``stale-while-revalidate`` and ``stale-if-error`` a
+    non-negative Integer; ``no-cache`` and ``private`` Boolean true or a String; ``no-store``,
+    ``must-revalidate``, ``proxy-revalidate``, ``public``, ``must-understand`` (and
+    ``no-transform``, ``immutable``) Boolean true. A member with a value of another type is
+    ignored, except the directives that restrict (``no-store``, ``no-cache``, ``private``,
+    ``must-revalidate``, ``proxy-revalidate``), which are read as valueless: the safe side.
+    Boolean false is the
     directive's absence. Parameters are ignored; unknown directives are kept (ignoring them is
     the caller's business, as with Cache-Control).
     """
     if not values:
         return None
-    text = b",".join(values) if len(values) > 1 else values[0]
-    text = text.strip(b" \t")
-    if not text:
+    # An empty line adds nothing to the field (RFC 9110 §5.3), rather than an empty member.
+    lines = [line for line in (value.strip(b" \t") for value in values) if line]
+    if not lines:
         return None
+    text = b", ".join(lines) if len(lines) > 1 else lines[0]
     try:
         members = _Parser(text).dictionary()
     except _Invalid:

@@ -13,7 +13,8 @@ them. Unsafe methods that succeed invalidate their URL and their Location / Cont
 
 The modules around this one, in this package:
 
-    directives.py    Cache-Control parsed (§5.2), a request's directives (§5.2.1)
+    directives.py    Cache-Control parsed (§5.2), a request's directives (§5.2.1), targeted
+                     fields (RFC 9213)
     freshness.py     HTTP-dates, ages and freshness lifetimes (§4.2), reuse (§4, §4.2.4)
     storability.py   whether a response may be stored at all (§3, §3.5)
     vary.py          which stored variant answers a request (§4.1)
@@ -150,11 +151,10 @@ class Cache:
         self._lookup = store.lookup if self._sync else None
         # RFC 9213 §2.1: the target list, the gateway's own field first; that one is removed
         # from every answer (it is for this cache alone), CDN-Cache-Control passes on (§3).
-        own = settings.targeted
+        self._own = own = settings.targeted
         self._targeted = DEFAULT_TARGETED if own is None else (own,) + DEFAULT_TARGETED
         if own is not None:
-            walk = self.handle
-            self.handle = lambda exchange, next: walk(exchange, next).addCallback(_without, own)
+            self.handle = self._handle_hiding  # type: ignore[method-assign]
 
     # --- the walk ----------------------------------------------------------------------------
 
@@ -200,6 +200,12 @@ class Cache:
         request = _Request(exchange, next, keys.url(exchange), partition, policy,
                            authenticated, get)
         return self._look_up(request)
+
+    def _handle_hiding(self, exchange: Exchange, next: Next) -> Deferred[Reply]:
+        """L{handle}, and the gateway's own targeted field taken out of whatever it answers."""
+        d = Cache.handle(self, exchange, next)
+        d.addCallback(_without, self._own)
+        return d
 
     def _look_up(self, request: _Request) -> Deferred[Reply]:
         lookup = self._lookup
