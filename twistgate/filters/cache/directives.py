@@ -320,9 +320,8 @@ def parse_targeted(values: Sequence[bytes] | None) -> dict[bytes, bytes | None] 
     ``no-transform``, ``immutable``) Boolean true. A member with a value of another type is
     ignored, except the directives that restrict (``no-store``, ``no-cache``, ``private``,
     ``must-revalidate``, ``proxy-revalidate``), which are read as valueless: the safe side.
-    Boolean false is the
-    directive's absence. Parameters are ignored; unknown directives are kept (ignoring them is
-    the caller's business, as with Cache-Control).
+    Boolean false is the directive's absence. Parameters are ignored; unknown directives are
+    kept (ignoring them is the caller's business, as with Cache-Control).
     """
     if not values:
         return None
