@@ -42,6 +42,7 @@ from zope.interface import implementer
 from twistgate.exchange import Exchange, Reply, drain_body
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
 from twistgate.filters.cache import keys
+from twistgate.filters.cache.background import detached_exchange
 from twistgate.filters.cache.body import BodyTee, TeeBody
 from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
 from twistgate.filters.cache.entry import (
@@ -55,7 +56,12 @@ from twistgate.filters.cache.entry import (
     with_body,
 )
 from twistgate.filters.cache.flights import STREAM_JOIN_WINDOW, Flight, Flights
-from twistgate.filters.cache.freshness import may_reuse, may_serve_stale_on_error
+from twistgate.filters.cache.freshness import (
+    may_reuse,
+    may_serve_stale_on_error,
+    may_serve_stale_when_unreachable,
+    may_serve_while_revalidating,
+)
 from twistgate.filters.cache.settings import CacheSettings, validate_settings
 from twistgate.filters.cache.validation import is_304_for
 from twistgate.filters.cache.vary import select_variant, selecting_values
@@ -91,6 +97,9 @@ _HEAD = b"HEAD"
 #: §4.4), methods of unknown safety included.
 _SAFE = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
 _CONDITIONALS = (b"if-none-match", b"if-modified-since")
+#: The gateway's own answers when the upstream could not be reached, timed out or broke off,
+#: or no target of its pool may be sent to (the forwarder's, or a circuit breaker's 503).
+_UNREACHABLE = frozenset([502, 503, 504])
 #: Request fields that change what the cache does; most requests have none of them.
 _RARE_FIELDS = frozenset(canonical(name) for name in (
     b"cache-control", b"pragma", b"range", b"authorization", b"x-forwarded-host",
@@ -145,6 +154,8 @@ class Cache:
         self._ttl = settings.ttl
         self._shared = settings.scope == "shared"
         self._max_entry_size = settings.max_entry_size
+        #: Refreshes made in the background for ``stale-while-revalidate``.
+        self.background_refreshes = 0
         self._sync = ISynchronousResponseStore.providedBy(store)
         self._lookup = store.lookup if self._sync else None
 
@@ -211,6 +222,12 @@ class Cache:
             if reuse is not None:
                 return succeed(self._answer(stored, request, age,
                                             HIT if reuse == "fresh" else STALE))
+            if may_serve_while_revalidating(stored.lifetime, age, stored.no_cache,
+                                            stored.no_stale, stored.stale_while_revalidate,
+                                            policy):
+                # RFC 5861 §3: the stale answer now, the refresh behind it.
+                self._refresh_in_background(request, stored)
+                return succeed(self._answer(stored, request, age, STALE))
         if policy.only_if_cached:
             # §5.2.1.7: a stored response or 504; the upstream is not contacted.
             reply = Reply.error(504, "only-if-cached: no stored response can answer this "
@@ -274,6 +291,28 @@ class Cache:
                        (request, validate, stale, flight, request_time), None, (flight,), None)
         return d
 
+    def _refresh_in_background(self, request: _Request, stale: StoredResponse) -> None:
+        """
+        Refresh C{stale} as a request of the cache's own (background.py), once per key at a
+        time: while one is on its way for the key, the store is being refreshed already.
+        """
+        key = (request.url, request.partition)
+        if key in self.flights:
+            return
+        exchange = detached_exchange(request.exchange)
+        refresh = _Request(exchange, request.next, request.url, request.partition,
+                           NO_REQUEST_DIRECTIVES, request.authenticated,
+                           exchange.headers.getRawHeaders, plain=True)
+        self.background_refreshes += 1
+        d = self._send(refresh, _validatable(stale), stale, self.flights.start(key))
+        # Nobody reads the answer: reading it to its end is what stores it. A body that breaks
+        # off is the upstream's fault, and leaves the store as it was.
+        d.addCallback(lambda reply: drain_body(reply.body).addErrback(lambda _: None))
+        d.addErrback(self._refresh_failed)
+
+    def _refresh_failed(self, failure: Failure) -> None:
+        log.failure("cache {filter}: a background refresh failed", failure, filter=self.name)
+
     def _failed(self, failure: Failure, flight: Flight | None) -> Failure:
         if flight is not None:
             self._release(flight, own=True)
@@ -291,10 +330,15 @@ class Cache:
             if flight is not None:
                 self._release(flight, own=False)
             return _label(reply, exchange, MISS)
-        if code >= 500 and stale is not None and may_serve_stale_on_error(
-                stale.lifetime, stale.age(now), stale.no_stale, stale.stale_if_error,
-                request.policy.stale_if_error):
-            # §4.3.3: the origin failed, and stale-if-error (RFC 5861) lets the stored answer do.
+        if code >= 500 and stale is not None and (
+            may_serve_stale_on_error(stale.lifetime, stale.age(now), stale.no_stale,
+                                     stale.stale_if_error, request.policy.stale_if_error)
+            or (reply.from_gateway and code in _UNREACHABLE
+                and may_serve_stale_when_unreachable(stale.no_cache, stale.no_stale,
+                                                     request.policy))
+        ):
+            # §4.3.3: the origin failed, and stale-if-error (RFC 5861) lets the stored answer
+            # do; or it could not be reached at all (§4.2.4: a disconnected cache may).
             _discard(reply)
             if flight is not None:
                 self._release(flight, own=True)
