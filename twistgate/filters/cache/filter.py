@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from twistgate.exchange import Exchange, Reply, drain_body
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
-from twistgate.filters.cache import keys
+from twistgate.filters.cache import keys, ranges
 from twistgate.filters.cache.body import BodyTee, TeeBody
 from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
 from twistgate.filters.cache.entry import (
@@ -179,11 +179,14 @@ class Cache:
             policy = NO_REQUEST_DIRECTIVES
         else:
             policy = request_policy(cache_control, pragma)
+        wanted = None
         if get(b"range") is not None:
-            # Partial content is neither stored nor made from a stored response.
-            d = next(exchange)
-            d.addCallback(_label, exchange, BYPASS)
-            return d
+            # The whole response is looked up (or fetched), then cut to the range (ranges.py).
+            wanted = ranges.take_range(headers, method == _GET, self._max_entry_size)
+            if wanted is ranges.PASS:
+                d = next(exchange)
+                d.addCallback(_label, exchange, BYPASS)
+                return d
         authenticated = "claims" in context or get(b"authorization") is not None
         partition = keys.origin(exchange, get)
         if authenticated and not self._shared:
@@ -191,7 +194,11 @@ class Cache:
             partition += b" " + keys.identity(context, get)
         request = _Request(exchange, next, keys.url(exchange), partition, policy,
                            authenticated, get)
-        return self._look_up(request)
+        if wanted is None:
+            return self._look_up(request)
+        d = self._look_up(request)
+        d.addCallback(ranges.partial, wanted, self._max_entry_size, _discard)
+        return d
 
     def _look_up(self, request: _Request) -> Deferred[Reply]:
         lookup = self._lookup
