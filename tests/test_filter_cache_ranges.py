@@ -238,7 +238,8 @@ def _ranged(cache, upstream, value, **kwargs):
 
 def test_a_single_range_is_answered_206_from_a_stored_200():
     cache, clock = make_cache()
-    upstream = Upstream(headers={**FRESH, b"content-type": b"text/x", b"etag": b'"v1"'}, body=TEN)
+    upstream = Upstream(headers={**FRESH, b"content-type": b"text/x", b"etag": b'"v1"',
+                                 b"accept-ranges": b"none"}, body=TEN)
     send(cache, upstream)
     clock.advance(7)
     for value, content_range, content in ((b"bytes=2-5", "bytes 2-5/10", b"2345"),
@@ -252,6 +253,7 @@ def test_a_single_range_is_answered_206_from_a_stored_200():
         assert header(reply, b"content-length") == str(len(content))
         assert (header(reply, b"x-cache"), header(reply, b"age")) == ("HIT", "7")
         assert (header(reply, b"content-type"), header(reply, b"etag")) == ("text/x", '"v1"')
+        assert header(reply, b"accept-ranges") == "bytes"
         assert ex.context["cache"] == "HIT"
     assert len(upstream.seen) == 1
     assert body_of(send(cache, upstream)) == TEN  # the stored response is still whole
@@ -286,6 +288,7 @@ def test_an_unsatisfiable_range_is_answered_416_with_the_length(value):
     reply = send(cache, upstream, ex)
     assert reply.code == 416 and reply.from_gateway
     assert header(reply, b"content-range") == "bytes */10"
+    assert header(reply, b"accept-ranges") == "bytes"
     assert (header(reply, b"x-cache"), header(reply, b"age")) == ("HIT", "0")
     assert header(reply, b"content-type") == "application/json"
     assert json.loads(reply.body)["error"] == "range_not_satisfiable"

@@ -189,7 +189,8 @@ def partial(reply: Reply, wanted: RangeRequest, drain_limit: int,
     ``Content-Range: bytes */length`` (§15.5.17) when the range is unsatisfiable, or C{reply}
     itself unchanged when the range does not apply (not a 200 from the upstream or the store,
     If-Range not matching, length unknown). Every other field, ``Age`` and ``X-Cache``
-    included, is the whole answer's.
+    included, is the whole answer's, and ``Accept-Ranges: bytes`` (§14.3) says the cache takes
+    byte ranges (in place of a stored ``Accept-Ranges: none``, which the 206 would contradict).
 
     @param drain_limit: after the range, at most this many bytes of a streaming body are read
         to its end (to keep its connection); beyond, the body is stopped.
@@ -210,7 +211,7 @@ def partial(reply: Reply, wanted: RangeRequest, drain_limit: int,
     if selected is None:
         discard(reply)
         label = headers.getRawHeaders(b"x-cache")
-        extra = {b"content-range": b"bytes */%d" % length}
+        extra = {b"content-range": b"bytes */%d" % length, b"accept-ranges": b"bytes"}
         if label:
             extra[b"x-cache"] = label[0]
         age = headers.getRawHeaders(b"age")
@@ -221,6 +222,7 @@ def partial(reply: Reply, wanted: RangeRequest, drain_limit: int,
     first, last = selected
     headers.setRawHeaders(b"content-range", [b"bytes %d-%d/%d" % (first, last, length)])
     headers.setRawHeaders(b"content-length", [b"%d" % (last - first + 1)])
+    headers.setRawHeaders(b"accept-ranges", [b"bytes"])  # this cache does, whatever was stored
     body = reply.body
     if isinstance(body, bytes):
         body = body[first:last + 1]
