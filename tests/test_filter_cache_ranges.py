@@ -12,6 +12,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_filter_cache import LaterStore, later_cache
 from test_filter_cache_fakes import (
     START,
     StreamingBody,
@@ -361,6 +362,7 @@ def test_a_range_miss_fetches_the_whole_response_stores_it_and_answers_206():
     assert upstream.sent(-1, b"range") is None  # the upstream was asked for the whole
     hit = send(cache, upstream)
     assert (hit.code, hit.body, header(hit, b"x-cache")) == (200, TEN, "HIT")
+    assert (header(hit, b"content-length"), header(hit, b"content-range")) == ("10", None)
     assert len(upstream.seen) == 1
 
 
@@ -393,6 +395,9 @@ def test_a_streamed_miss_is_cut_for_the_client_and_stored_whole():
     stream.finish()
     assert [r.body for r in readers] == [b"012", b"456", b"89", TEN]
     assert all(r.complete for r in readers)
+    whole = send(cache, upstream)
+    assert (whole.code, whole.body, header(whole, b"x-cache")) == (200, TEN, "HIT")
+    assert (header(whole, b"content-length"), header(whole, b"content-range")) == ("10", None)
     hit = _ranged(cache, upstream, b"bytes=9-")
     assert (hit.code, hit.body, header(hit, b"x-cache")) == (206, b"9", "HIT")
 
@@ -448,3 +453,20 @@ def test_a_client_condition_is_evaluated_before_the_range():
     send(cache, upstream)
     reply = _ranged(cache, upstream, b"bytes=0-1", headers={b"if-none-match": b'"v1"'})
     assert (reply.code, header(reply, b"content-range")) == (304, None)
+
+
+def test_a_store_that_answers_later_or_fails_still_gives_the_range():
+    store = LaterStore()
+    cache, _ = later_cache(store)
+    upstream = Upstream(headers=FRESH, body=TEN)
+    for label in ("MISS", "HIT"):
+        d = cache.handle(exchange(headers={b"range": b"bytes=1-3"}), upstream)
+        store.flush()
+        reply = result(d)
+        assert (reply.code, reply.body, header(reply, b"x-cache")) == (206, b"123", label)
+    store.fail = True
+    d = cache.handle(exchange(headers={b"range": b"bytes=-4"}), upstream)
+    store.flush()
+    reply = result(d)
+    assert (reply.code, reply.body, header(reply, b"x-cache")) == (206, b"6789", "BYPASS")
+    assert len(upstream.seen) == 2 and upstream.sent(-1, b"range") is None
