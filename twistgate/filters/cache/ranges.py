@@ -258,7 +258,7 @@ class _Slicer(Protocol):
     def __init__(self, slice: SliceBody, protocol: Protocol):
         self.slice = slice
         self.protocol = protocol
-        self.offset = 0
+        self.received = 0
         self.done = False
 
     def connectionMade(self) -> None:
@@ -266,16 +266,16 @@ class _Slicer(Protocol):
         self.protocol.makeConnection(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
-        start, self.offset = self.offset, self.offset + len(data)
+        start, self.received = self.received, self.received + len(data)
         if self.done:
             return
         first, end = self.slice.first, self.slice.end
-        if self.offset > first and start < end:
+        if self.received > first and start < end:
             self.protocol.dataReceived(data[max(0, first - start):end - start])
-        if self.offset >= end:
+        if self.received >= end:
             self.done = True
             self.protocol.connectionLost(Failure(ResponseDone()))
-            if self.slice.length - self.offset > self.slice.drain_limit:
+            if self.slice.length - self.received > self.slice.drain_limit:
                 self.transport.stopProducing()
             else:
                 self.transport.resumeProducing()  # read to the end, whoever paused it
@@ -286,5 +286,5 @@ class _Slicer(Protocol):
         self.done = True
         if reason is None or reason.check(ResponseDone, PotentialDataLoss) is not None:
             reason = Failure(ShortBody("the body ended at %d bytes, before the range's end at %d"
-                                       % (self.offset, self.slice.end)))
+                                       % (self.received, self.slice.end)))
         self.protocol.connectionLost(reason)
