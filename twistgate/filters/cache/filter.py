@@ -21,6 +21,7 @@ The modules around this one, in this package:
                      (the RFC 9111 rules: pure functions of fields and times, one idea each)
     keys.py          the keys: URL, origin, subject; same-origin checks for invalidation
     entry.py         upstream responses into stored ones, stored ones into answers
+    ranges.py        Range / If-Range (RFC 9110 §14, §13.1.5): 206 and 416 cut from a whole 200
     flights.py       the upstream requests in flight, and the requests that wait on them
     body.py          one upstream body read once for the store and every waiting client
     settings.py      the section's keys
