@@ -21,6 +21,8 @@ The modules around this one, in this package:
                      (the RFC 9111 rules: pure functions of fields and times, one idea each)
     keys.py          the keys: URL, origin, subject; same-origin checks for invalidation
     entry.py         upstream responses into stored ones, stored ones into answers
+    ranges.py        Range / If-Range (RFC 9110 §14, §13.1.5): 206 and 416 cut from a whole 200
+    background.py    the refresh of stale-while-revalidate, a request no client waits for
     flights.py       the upstream requests in flight, and the requests that wait on them
     body.py          one upstream body read once for the store and every waiting client
     settings.py      the section's keys
@@ -41,7 +43,7 @@ from zope.interface import implementer
 
 from twistgate.exchange import Exchange, Reply, drain_body
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
-from twistgate.filters.cache import keys
+from twistgate.filters.cache import keys, ranges
 from twistgate.filters.cache.background import detached_exchange
 from twistgate.filters.cache.body import BodyTee, TeeBody
 from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
@@ -190,11 +192,14 @@ class Cache:
             policy = NO_REQUEST_DIRECTIVES
         else:
             policy = request_policy(cache_control, pragma)
+        wanted = None
         if get(b"range") is not None:
-            # Partial content is neither stored nor made from a stored response.
-            d = next(exchange)
-            d.addCallback(_label, exchange, BYPASS)
-            return d
+            # The whole response is looked up (or fetched), then cut to the range (ranges.py).
+            wanted = ranges.take_range(headers, method == _GET, self._max_entry_size)
+            if wanted is ranges.PASS:
+                d = next(exchange)
+                d.addCallback(_label, exchange, BYPASS)
+                return d
         authenticated = "claims" in context or get(b"authorization") is not None
         partition = keys.origin(exchange, get)
         if authenticated and not self._shared:
@@ -202,7 +207,11 @@ class Cache:
             partition += b" " + keys.identity(context, get)
         request = _Request(exchange, next, keys.url(exchange), partition, policy,
                            authenticated, get)
-        return self._look_up(request)
+        if wanted is None:
+            return self._look_up(request)
+        d = self._look_up(request)
+        d.addCallback(ranges.partial, wanted, self._max_entry_size, _discard)
+        return d
 
     def _look_up(self, request: _Request) -> Deferred[Reply]:
         lookup = self._lookup
