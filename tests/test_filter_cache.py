@@ -277,16 +277,6 @@ def test_heuristically_cacheable_errors_take_the_ttl_other_statuses_need_explici
     assert header(send(cache, Upstream(), target=b"/302"), b"x-cache") == "HIT"
 
 
-def test_partial_content_and_range_requests_pass_through():
-    cache, _ = make_cache(ttl="5m")
-    upstream = Upstream(code=206, headers={b"content-range": b"bytes 0-4/10"})
-    reply = send(cache, upstream, headers={b"range": b"bytes=0-4"})
-    assert (reply.code, header(reply, b"x-cache")) == (206, "BYPASS")
-    upstream.code = 200
-    send(cache, upstream, headers={b"range": b"bytes=0-4"})
-    assert len(cache.store) == 0
-
-
 def test_answers_the_gateway_made_itself_are_never_stored():
     cache, _ = make_cache(ttl="5m")
     upstream = Upstream()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_filter_cache_fakes import (
     START,
     Upstream,
@@ -243,6 +244,86 @@ def test_must_revalidate_passes_the_error_on_even_with_stale_if_error():
     upstream.code = 500
     reply = send(cache, upstream)
     assert reply.code == 500
+
+
+def test_stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background():
+    cache, clock, upstream = stale_entry(b"max-age=60, stale-while-revalidate=30")
+    upstream.hold = True
+    client = exchange()
+    answers = [send(cache, upstream, client)] + [send(cache, upstream) for _ in range(3)]
+    # Every client is answered from the stale entry at once; one refresh went upstream, as a
+    # validation of the cache's own, on an exchange of its own.
+    assert [(body_of(a), header(a, b"x-cache")) for a in answers] == [
+        (b"version one", "STALE")] * 4
+    assert len(upstream.seen) == 2 and upstream.sent() == [ETAG]
+    assert client.headers.getRawHeaders(b"if-none-match") is None
+    assert cache.background_refreshes == 1
+    upstream.pending[0].callback(upstream.reply(body=b"version two",
+                                                headers={b"cache-control": b"max-age=60"}))
+    reply = send(cache, upstream)
+    assert (body_of(reply), header(reply, b"x-cache")) == (b"version two", "HIT")
+    assert len(upstream.seen) == 2
+
+
+def test_a_304_to_the_background_refresh_makes_the_entry_fresh_again():
+    cache, clock, upstream = stale_entry(b"max-age=60, stale-while-revalidate=30")
+    assert header(send(cache, upstream), b"x-cache") == "STALE"  # the refresh: 304 at once
+    reply = send(cache, upstream)
+    assert (body_of(reply), header(reply, b"x-cache")) == (b"version one", "HIT")
+    assert len(upstream.seen) == 2
+
+
+def test_past_its_stale_while_revalidate_window_a_response_is_validated_first():
+    cache, clock, upstream = stale_entry(b"max-age=60, stale-while-revalidate=30")
+    clock.advance(30)  # 31 s past its freshness
+    # Validated before the answer (the upstream answers the validation in full here).
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+    assert upstream.sent() == [ETAG] and cache.background_refreshes == 0
+
+
+@pytest.mark.parametrize("directive", [b"must-revalidate", b"proxy-revalidate", b"s-maxage=60",
+                                       b"no-cache"])
+def test_stale_while_revalidate_never_serves_what_may_not_be_served_stale(directive):
+    cache, clock, upstream = stale_entry(b"max-age=60, stale-while-revalidate=30, " + directive)
+    assert header(send(cache, upstream), b"x-cache") == "MISS"
+    assert upstream.sent() == [ETAG] and cache.background_refreshes == 0
+
+
+def test_a_request_that_wants_a_fresh_answer_is_not_given_a_stale_one_meanwhile():
+    cache, clock, upstream = stale_entry(b"max-age=60, stale-while-revalidate=30")
+    for directive in (b"no-cache", b"max-age=10", b"min-fresh=1"):
+        reply = send(cache, upstream, headers={b"cache-control": directive})
+        assert header(reply, b"x-cache") == "MISS", directive
+        clock.advance(61)  # stale again for the next one
+    assert cache.background_refreshes == 0
+
+
+@pytest.mark.parametrize("code", [502, 503, 504])
+def test_an_upstream_that_cannot_be_reached_is_answered_from_the_stale_entry(code):
+    cache, clock, upstream = stale_entry()  # no stale-if-error: disconnected is enough
+    clock.advance(3600)
+    upstream.reply = lambda *a, **k: Upstream.reply(upstream, code=code, from_gateway=True)
+    reply = send(cache, upstream)
+    assert (reply.code, body_of(reply), header(reply, b"x-cache")) == (
+        200, b"version one", "STALE")
+
+
+@pytest.mark.parametrize("directive", [b"must-revalidate", b"proxy-revalidate", b"s-maxage=60",
+                                       b"no-cache"])
+def test_an_unreachable_upstream_gets_no_stale_answer_where_the_response_forbids_it(directive):
+    cache, clock, upstream = stale_entry(b"max-age=60, " + directive)
+    upstream.reply = lambda *a, **k: Upstream.reply(upstream, code=502, from_gateway=True)
+    assert send(cache, upstream).code == 502
+
+
+def test_an_origins_own_error_is_its_answer_without_stale_if_error():
+    cache, clock, upstream = stale_entry()
+    upstream.code, upstream.body = 503, b"maintenance"
+    reply = send(cache, upstream)
+    assert (reply.code, body_of(reply)) == (503, b"maintenance")
+    # And a client that asks for a validated answer gets the gateway's error, not stale.
+    upstream.reply = lambda *a, **k: Upstream.reply(upstream, code=502, from_gateway=True)
+    assert send(cache, upstream, headers={b"cache-control": b"no-cache"}).code == 502
 
 
 # --- the client's own conditional requests (§4.3.2) ------------------------------------------

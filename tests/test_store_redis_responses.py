@@ -57,14 +57,17 @@ latin = st.binary(max_size=20)
     etag=st.none() | latin,
     flags=st.tuples(st.booleans(), st.booleans()),
     stale_if_error=st.none() | st.floats(0, 1e6, allow_nan=False),
+    stale_while_revalidate=st.none() | st.floats(0, 1e6, allow_nan=False),
 )
 def test_every_stored_response_comes_back_from_its_bytes_as_it_was(
-        code, phrase, headers, body, times, vary, etag, flags, stale_if_error):
+        code, phrase, headers, body, times, vary, etag, flags, stale_if_error,
+        stale_while_revalidate):
     request_time, response_time, initial_age, lifetime, modified = times
     stored = StoredResponse(
         code, phrase, headers, body, request_time, response_time, initial_age, lifetime,
         "max-age", tuple(name for name, _ in vary), tuple(value for _, value in vary), etag,
-        b"Tue, 01 Dec 2026 10:00:00 GMT", modified, flags[0], flags[1], stale_if_error)
+        b"Tue, 01 Dec 2026 10:00:00 GMT", modified, flags[0], flags[1], stale_if_error,
+        stale_while_revalidate)
     (back,) = response_codec.decode(response_codec.encode([stored]))
     assert fields(back) == fields(stored)
 
@@ -79,6 +82,7 @@ def test_a_value_starts_with_a_byte_utf8_never_starts_with():
 @pytest.mark.parametrize("damage", [
     lambda v: b"",
     lambda v: b"tg1" + v[4:],          # not ours
+    lambda v: v[:3] + b"1" + v[4:],    # another version of the format
     lambda v: v[:-1],                  # cut short
     lambda v: v + b"x",                # too long
     lambda v: v[:5] + b"\xff" * 8 + v[13:],  # lengths beyond the value

@@ -518,12 +518,50 @@ def test_statuses_need_heuristic_cacheability_or_explicit_freshness(env):
 
 
 @pytest_twisted.inlineCallbacks
-def test_range_requests_and_partial_content_bypass_the_cache(env):
+def test_a_range_is_answered_206_from_a_stored_response_and_416_when_unsatisfiable(env):
     gw, script, _ = env
-    script.set("/ttl/range", code=206, headers={"content-range": "bytes 0-1/10"}, body=b"ab")
-    results = yield cache_results(gw, "/ttl/range", 2, {"Range": "bytes=0-1"})
+    script.set("/strict/range", headers={"cache-control": "max-age=60"},
+               body=b"0123456789abcdef")
+    yield get(gw, "/strict/range")
+    response, body = yield get(gw, "/strict/range", {"Range": "bytes=0-4"})
+    assert (response.code, body, field(response, b"x-cache")) == (206, b"01234", "HIT")
+    assert field(response, b"content-range") == "bytes 0-4/16"
+    assert response.length == 5  # twisted's client keeps Content-Length as .length
+    response, body = yield get(gw, "/strict/range", {"Range": "bytes=16-"})
+    assert (response.code, field(response, b"content-range")) == (416, "bytes */16")
+    assert json.loads(body)["status"] == 416
+    assert len(script.requests("/strict/range")) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_range_miss_fetches_the_whole_response_and_stores_it(env):
+    gw, script, _ = env
+    script.set("/strict/rangemiss", headers={"cache-control": "max-age=60", "etag": '"r1"'},
+               body=b"0123456789")
+    response, body = yield get(gw, "/strict/rangemiss", {"Range": "bytes=-3",
+                                                         "If-Range": '"r1"'})
+    assert (response.code, body, field(response, b"x-cache")) == (206, b"789", "MISS")
+    assert field(response, b"content-range") == "bytes 7-9/10"
+    (seen,) = script.requests("/strict/rangemiss")
+    assert "range" not in seen["headers"] and "if-range" not in seen["headers"]
+    response, body = yield get(gw, "/strict/rangemiss")
+    assert (response.code, body, field(response, b"x-cache")) == (200, b"0123456789", "HIT")
+    response, body = yield get(gw, "/strict/rangemiss", {"Range": "bytes=0-1",
+                                                         "If-Range": '"old"'})
+    assert (response.code, body) == (200, b"0123456789")  # If-Range did not match: the whole
+    assert len(script.requests("/strict/rangemiss")) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_206_from_the_upstream_is_passed_on_and_not_stored(env):
+    gw, script, _ = env
+    script.set("/ttl/range", code=206, headers={"content-range": "bytes 2000000-2000001/3000000"},
+               body=b"ab")
+    # A range past max_entry_size (1MB) could not come from a stored response: passed on.
+    results = yield cache_results(gw, "/ttl/range", 2, {"Range": "bytes=2000000-2000001"})
     assert results == ["BYPASS", "BYPASS"]
-    assert len(script.requests("/ttl/range")) == 2
+    assert [seen["headers"]["range"] for seen in script.requests("/ttl/range")] == [
+        "bytes=2000000-2000001"] * 2
 
 
 @pytest_twisted.inlineCallbacks

@@ -428,5 +428,9 @@ def test_with_redis_killed_the_cache_answers_from_the_upstream_within_store_time
         yield sleep(0.05)
     assert header(response, b"x-cache") == "MISS"
     yield stored(redis_server, "/items/3")
+    # Each gateway finds Redis back on its own probe: wait for gateway two's, as for one's.
+    deadline = time.monotonic() + 8
+    while (yield store_state(two, pool))["state"] != "up" and time.monotonic() < deadline:
+        yield sleep(0.05)
     response, _ = yield fetch(two.url("/items/3"), pool)
     assert header(response, b"x-cache") == "HIT"

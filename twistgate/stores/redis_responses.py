@@ -103,13 +103,13 @@ return count
 def keep_for(variants: Sequence[StoredResponse], now: float) -> float:
     """
     Seconds Redis must keep C{variants}: until none is fresh, nor usable stale under its
-    ``stale-if-error``, nor worth validating (L{VALIDATION_KEEP} past freshness for those with a
-    validator). At least one second.
+    ``stale-if-error`` or ``stale-while-revalidate``, nor worth validating (L{VALIDATION_KEEP}
+    past freshness for those with a validator). At least one second.
     """
     keep = 1.0
     for stored in variants:
         fresh = stored.lifetime - stored.age(now)
-        extra = stored.stale_if_error or 0.0
+        extra = max(stored.stale_if_error or 0.0, stored.stale_while_revalidate or 0.0)
         if stored.etag is not None or stored.last_modified is not None:
             extra = max(extra, VALIDATION_KEEP, stored.lifetime)
         keep = max(keep, max(fresh, 0.0) + extra)

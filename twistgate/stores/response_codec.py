@@ -23,7 +23,8 @@ from twistgate.stores.responses import StoredResponse
 
 __all__ = ["MAGIC", "MAX_VARIANTS", "UnreadableValue", "decode", "encode"]
 
-MAGIC = b"\xfftg1"
+#: The last byte is the format's version: a value of another version is a miss, not misread.
+MAGIC = b"\xfftg2"
 #: A value holds at most this many variants (its count is one byte).
 MAX_VARIANTS = 255
 _LENGTHS = struct.Struct(">II")
@@ -60,6 +61,7 @@ def _meta(stored: StoredResponse) -> bytes:
             stored.no_cache,
             stored.no_stale,
             stored.stale_if_error,
+            stored.stale_while_revalidate,
         ],
         separators=(",", ":"),
     ).encode("ascii")
@@ -104,7 +106,7 @@ def decode(value: bytes) -> tuple[StoredResponse, ...]:
 def _variant(meta: list, body: bytes) -> StoredResponse:
     (code, phrase, headers, request_time, response_time, initial_age, lifetime,
      lifetime_source, vary, selected, etag, last_modified, modified, no_cache, no_stale,
-     stale_if_error) = meta
+     stale_if_error, stale_while_revalidate) = meta
     return StoredResponse(
         int(code),
         _bytes(phrase),
@@ -123,4 +125,5 @@ def _variant(meta: list, body: bytes) -> StoredResponse:
         bool(no_cache),
         bool(no_stale),
         None if stale_if_error is None else float(stale_if_error),
+        None if stale_while_revalidate is None else float(stale_while_revalidate),
     )

@@ -81,6 +81,8 @@ class StoredResponse:
     @ivar no_stale: never served stale: ``must-revalidate``, ``proxy-revalidate``, ``s-maxage``
         or ``no-cache`` (RFC 9111 §4.2.4).
     @ivar stale_if_error: RFC 5861's ``stale-if-error`` of the response, in seconds, or None.
+    @ivar stale_while_revalidate: RFC 5861's ``stale-while-revalidate`` of the response, in
+        seconds, or None: how long past its freshness it may answer while it is refreshed.
     @ivar size: the bytes the memory store counts for it.
     @ivar raw: the fields as twisted.web's Headers keeps them, derived from C{headers}.
     """
@@ -103,6 +105,7 @@ class StoredResponse:
         "no_cache",
         "no_stale",
         "stale_if_error",
+        "stale_while_revalidate",
         "size",
         "_raw",
     )
@@ -126,6 +129,7 @@ class StoredResponse:
         no_cache: bool = False,
         no_stale: bool = False,
         stale_if_error: float | None = None,
+        stale_while_revalidate: float | None = None,
     ):
         self.code = code
         self.phrase = phrase
@@ -144,6 +148,7 @@ class StoredResponse:
         self.no_cache = no_cache
         self.no_stale = no_stale
         self.stale_if_error = stale_if_error
+        self.stale_while_revalidate = stale_while_revalidate
         self._raw: dict[bytes, list[bytes]] | None = None
         self.size = (
             ENTRY_OVERHEAD

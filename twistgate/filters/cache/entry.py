@@ -136,6 +136,7 @@ def describe(
         fields.append((b"Date", [datetimeToString(int(response_time))]))
     no_cache = b"no-cache" in directives
     stale_if_error = directives.get(b"stale-if-error")
+    stale_while_revalidate = directives.get(b"stale-while-revalidate")
     return StoredResponse(
         code,
         phrase,
@@ -158,6 +159,8 @@ def describe(
         no_cache or b"must-revalidate" in directives or b"proxy-revalidate" in directives
         or b"s-maxage" in directives,
         parse_delta_seconds(stale_if_error) if stale_if_error is not None else None,
+        (parse_delta_seconds(stale_while_revalidate)
+         if stale_while_revalidate is not None else None),
     ), None
 
 
@@ -199,7 +202,7 @@ def with_body(stored: StoredResponse, body: bytes) -> StoredResponse:
         stored.code, stored.phrase, fields, body, stored.request_time, stored.response_time,
         stored.initial_age, stored.lifetime, stored.lifetime_source, stored.vary,
         stored.selected, stored.etag, stored.last_modified, stored.modified, stored.no_cache,
-        stored.no_stale, stored.stale_if_error)
+        stored.no_stale, stored.stale_if_error, stored.stale_while_revalidate)
 
 
 def not_modified(stored: StoredResponse, if_none_match: Sequence[bytes] | None,

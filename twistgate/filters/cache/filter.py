@@ -22,6 +22,8 @@ The modules around this one, in this package:
                      (the RFC 9111 rules: pure functions of fields and times, one idea each)
     keys.py          the keys: URL, origin, subject; same-origin checks for invalidation
     entry.py         upstream responses into stored ones, stored ones into answers
+    ranges.py        Range / If-Range (RFC 9110 §14, §13.1.5): 206 and 416 cut from a whole 200
+    background.py    the refresh of stale-while-revalidate, a request no client waits for
     flights.py       the upstream requests in flight, and the requests that wait on them
     body.py          one upstream body read once for the store and every waiting client
     settings.py      the section's keys
@@ -42,7 +44,8 @@ from zope.interface import implementer
 
 from twistgate.exchange import Exchange, Reply, drain_body
 from twistgate.filters import FilterServices, IFilter, IFilterFactory, Next
-from twistgate.filters.cache import keys
+from twistgate.filters.cache import keys, ranges
+from twistgate.filters.cache.background import detached_exchange
 from twistgate.filters.cache.body import BodyTee, TeeBody
 from twistgate.filters.cache.directives import NO_REQUEST_DIRECTIVES, RequestPolicy, request_policy
 from twistgate.filters.cache.entry import (
@@ -57,7 +60,12 @@ from twistgate.filters.cache.entry import (
     with_body,
 )
 from twistgate.filters.cache.flights import STREAM_JOIN_WINDOW, Flight, Flights
-from twistgate.filters.cache.freshness import may_reuse, may_serve_stale_on_error
+from twistgate.filters.cache.freshness import (
+    may_reuse,
+    may_serve_stale_on_error,
+    may_serve_stale_when_unreachable,
+    may_serve_while_revalidating,
+)
 from twistgate.filters.cache.settings import CacheSettings, validate_settings
 from twistgate.filters.cache.validation import is_304_for
 from twistgate.filters.cache.vary import select_variant, selecting_values
@@ -93,6 +101,9 @@ _HEAD = b"HEAD"
 #: §4.4), methods of unknown safety included.
 _SAFE = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
 _CONDITIONALS = (b"if-none-match", b"if-modified-since")
+#: The gateway's own answers when the upstream could not be reached, timed out or broke off,
+#: or no target of its pool may be sent to (the forwarder's, or a circuit breaker's 503).
+_UNREACHABLE = frozenset([502, 503, 504])
 #: Request fields that change what the cache does; most requests have none of them.
 _RARE_FIELDS = frozenset(canonical(name) for name in (
     b"cache-control", b"pragma", b"range", b"authorization", b"x-forwarded-host",
@@ -147,6 +158,8 @@ class Cache:
         self._ttl = settings.ttl
         self._shared = settings.scope == "shared"
         self._max_entry_size = settings.max_entry_size
+        #: Refreshes made in the background for ``stale-while-revalidate``.
+        self.background_refreshes = 0
         self._sync = ISynchronousResponseStore.providedBy(store)
         self._lookup = store.lookup if self._sync else None
         # RFC 9213 §2.1: the target list, the gateway's own field first; that one is removed
@@ -187,11 +200,14 @@ class Cache:
             policy = NO_REQUEST_DIRECTIVES
         else:
             policy = request_policy(cache_control, pragma)
+        wanted = None
         if get(b"range") is not None:
-            # Partial content is neither stored nor made from a stored response.
-            d = next(exchange)
-            d.addCallback(_label, exchange, BYPASS)
-            return d
+            # The whole response is looked up (or fetched), then cut to the range (ranges.py).
+            wanted = ranges.take_range(headers, method == _GET, self._max_entry_size)
+            if wanted is ranges.PASS:
+                d = next(exchange)
+                d.addCallback(_label, exchange, BYPASS)
+                return d
         authenticated = "claims" in context or get(b"authorization") is not None
         partition = keys.origin(exchange, get)
         if authenticated and not self._shared:
@@ -199,7 +215,11 @@ class Cache:
             partition += b" " + keys.identity(context, get)
         request = _Request(exchange, next, keys.url(exchange), partition, policy,
                            authenticated, get)
-        return self._look_up(request)
+        if wanted is None:
+            return self._look_up(request)
+        d = self._look_up(request)
+        d.addCallback(ranges.partial, wanted, self._max_entry_size, _discard)
+        return d
 
     def _handle_hiding(self, exchange: Exchange, next: Next) -> Deferred[Reply]:
         """L{handle}, and the gateway's own targeted field taken out of whatever it answers."""
@@ -225,6 +245,12 @@ class Cache:
             if reuse is not None:
                 return succeed(self._answer(stored, request, age,
                                             HIT if reuse == "fresh" else STALE))
+            if may_serve_while_revalidating(stored.lifetime, age, stored.no_cache,
+                                            stored.no_stale, stored.stale_while_revalidate,
+                                            policy):
+                # RFC 5861 §3: the stale answer now, the refresh behind it.
+                self._refresh_in_background(request, stored)
+                return succeed(self._answer(stored, request, age, STALE))
         if policy.only_if_cached:
             # §5.2.1.7: a stored response or 504; the upstream is not contacted.
             reply = Reply.error(504, "only-if-cached: no stored response can answer this "
@@ -288,6 +314,28 @@ class Cache:
                        (request, validate, stale, flight, request_time), None, (flight,), None)
         return d
 
+    def _refresh_in_background(self, request: _Request, stale: StoredResponse) -> None:
+        """
+        Refresh C{stale} as a request of the cache's own (background.py), once per key at a
+        time: while one is on its way for the key, the store is being refreshed already.
+        """
+        key = (request.url, request.partition)
+        if key in self.flights:
+            return
+        exchange = detached_exchange(request.exchange)
+        refresh = _Request(exchange, request.next, request.url, request.partition,
+                           NO_REQUEST_DIRECTIVES, request.authenticated,
+                           exchange.headers.getRawHeaders, plain=True)
+        self.background_refreshes += 1
+        d = self._send(refresh, _validatable(stale), stale, self.flights.start(key))
+        # Nobody reads the answer: reading it to its end is what stores it. A body that breaks
+        # off is the upstream's fault, and leaves the store as it was.
+        d.addCallback(lambda reply: drain_body(reply.body).addErrback(lambda _: None))
+        d.addErrback(self._refresh_failed)
+
+    def _refresh_failed(self, failure: Failure) -> None:
+        log.failure("cache {filter}: a background refresh failed", failure, filter=self.name)
+
     def _failed(self, failure: Failure, flight: Flight | None) -> Failure:
         if flight is not None:
             self._release(flight, own=True)
@@ -305,10 +353,15 @@ class Cache:
             if flight is not None:
                 self._release(flight, own=False)
             return _label(reply, exchange, MISS)
-        if code >= 500 and stale is not None and may_serve_stale_on_error(
-                stale.lifetime, stale.age(now), stale.no_stale, stale.stale_if_error,
-                request.policy.stale_if_error):
-            # §4.3.3: the origin failed, and stale-if-error (RFC 5861) lets the stored answer do.
+        if code >= 500 and stale is not None and (
+            may_serve_stale_on_error(stale.lifetime, stale.age(now), stale.no_stale,
+                                     stale.stale_if_error, request.policy.stale_if_error)
+            or (reply.from_gateway and code in _UNREACHABLE
+                and may_serve_stale_when_unreachable(stale.no_cache, stale.no_stale,
+                                                     request.policy))
+        ):
+            # §4.3.3: the origin failed, and stale-if-error (RFC 5861) lets the stored answer
+            # do; or it could not be reached at all (§4.2.4: a disconnected cache may).
             _discard(reply)
             if flight is not None:
                 self._release(flight, own=True)

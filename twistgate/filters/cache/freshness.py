@@ -193,6 +193,36 @@ def may_reuse(lifetime: float, age: float, no_cache: bool, no_stale: bool,
     return None
 
 
+def may_serve_while_revalidating(lifetime: float, age: float, no_cache: bool, no_stale: bool,
+                                 allowance: float | None, request: RequestPolicy) -> bool:
+    """
+    Whether a stale stored response may answer at once while the cache refreshes it in the
+    background (RFC 5861 §3, ``stale-while-revalidate``): within that many seconds past its
+    freshness, never where serving it stale is forbidden (RFC 9111 §4.2.4: ``no-cache``,
+    ``must-revalidate``, ``proxy-revalidate``, ``s-maxage``), and not to a request that asks for
+    a fresh answer (``no-cache``, ``max-age``, ``min-fresh``).
+    """
+    if allowance is None or no_cache or no_stale or age - lifetime > allowance:
+        return False
+    if request is NO_REQUEST_DIRECTIVES:
+        return True
+    return not request.no_cache and request.max_age is None and request.min_fresh is None
+
+
+def may_serve_stale_when_unreachable(no_cache: bool, no_stale: bool,
+                                     request: RequestPolicy) -> bool:
+    """
+    Whether a stored response may answer, however stale, when the upstream could not be
+    reached, timed out or broke off (RFC 9111 §4.2.4: a cache that is disconnected may serve
+    stale), unless serving it stale is forbidden (``no-cache``, ``must-revalidate``,
+    ``proxy-revalidate``, ``s-maxage``) or the request asks for a validated answer
+    (``no-cache``).
+    """
+    if no_cache or no_stale:
+        return False
+    return request is NO_REQUEST_DIRECTIVES or not request.no_cache
+
+
 def may_serve_stale_on_error(lifetime: float, age: float, no_stale: bool,
                              response_allowance: float | None,
                              request_allowance: float | None) -> bool:
