@@ -898,3 +898,41 @@ def test_fields_the_connection_names_and_hop_by_hop_fields_are_never_stored_or_s
         assert header(hit, name) is None, name
     names = {name.lower() for variant in _stored(cache) for name, _ in variant.headers}
     assert names.isdisjoint({b"connection", b"x-secret", b"keep-alive", b"upgrade"})
+
+
+# --- targeted fields with the other features ------------------------------------------------
+
+
+def test_a_targeted_field_gives_stale_while_revalidate_and_stale_if_error_too():
+    cache, clock = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"cache-control": b"no-store", b"etag": b'"v1"',
+                                 b"twistgate-cache-control":
+                                     b"max-age=60, stale-while-revalidate=30"})
+    send(cache, upstream)
+    clock.advance(61)
+    upstream.hold = True
+    stale = send(cache, upstream)
+    assert header(stale, b"x-cache") == "STALE"
+    assert header(stale, b"twistgate-cache-control") is None
+    assert cache.background_refreshes == 1
+    upstream.pending[0].callback(upstream.reply(code=500, body=b""))
+    upstream.hold = False
+    cache, clock = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"cache-control": b"no-store", b"etag": b'"v1"',
+                                 b"twistgate-cache-control": b"max-age=60, stale-if-error=300"})
+    send(cache, upstream)
+    clock.advance(120)
+    upstream.code = 503
+    reply = send(cache, upstream)
+    assert (reply.code, header(reply, b"x-cache")) == (200, "STALE")
+
+
+def test_a_range_answered_from_a_targeted_entry_does_not_show_the_field():
+    cache, _ = make_cache(targeted="Twistgate-Cache-Control")
+    upstream = Upstream(headers={b"cache-control": b"no-store",
+                                 b"twistgate-cache-control": b"max-age=60"})
+    send(cache, upstream)
+    partial = send(cache, upstream, headers={b"range": b"bytes=0-1"})
+    assert (partial.code, body_of(partial), header(partial, b"x-cache")) == (206, b"he", "HIT")
+    assert header(partial, b"twistgate-cache-control") is None
+    assert len(upstream.seen) == 1
