@@ -554,3 +554,17 @@ def test_a_served_aggregate_is_counted_through_the_public_site():
     samples = metrics(gw)
     assert value(samples, "twistgate_aggregate_requests_total", aggregate="profile",
                  method="POST", code="405") == 1
+
+
+def test_stale_and_revalidated_answers_are_counted_on_metrics_and_status_json():
+    gw = make_gateway()
+    traffic = gw.status.traffic
+    now = gw.reactor.seconds()
+    for result in ("HIT", "STALE", "STALE", "REVALIDATED", "MISS"):
+        traffic.observe(FakeRequest(now - 0.01, "users", context={"cache": result}))
+    samples = metrics(gw)
+    assert value(samples, "twistgate_cache_requests_total", result="STALE") == 2
+    assert value(samples, "twistgate_cache_requests_total", result="REVALIDATED") == 1
+    _, report = get_json(gw.status.site, b"/status.json")
+    assert report["cache"]["results"] == {"HIT": 1, "MISS": 1, "REVALIDATED": 1, "STALE": 2}
+    assert report["cache"]["lookups"] == 5 and report["cache"]["hits"] == 1
