@@ -524,3 +524,34 @@ def test_the_endpoint_follows_the_url_tcp_verified_tls_or_a_unix_socket():
     tls = endpoint_for(parse_redis_url("rediss://redis.example:6380/0"), clock, 2.0)
     # wrapClientTLS over the TCP endpoint (optionsForClientTLS checks the host name).
     assert not isinstance(tls, (HostnameEndpoint, UNIXClientEndpoint))
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_connection_connects_again_after_txredisapi_gave_up(redis_server):
+    # txredisapi stops reconnecting for good when SELECT or AUTH fails in any way, the
+    # connection lost in the middle of them included (seen when Redis restarts: "could not set
+    # dbid=0: Lost connection"). The connection must find Redis again by itself.
+    connection = RedisConnection(parse_redis_url(redis_server.url), reactor)
+    connection.start()
+    try:
+        for _ in range(200):
+            if connection.connected:
+                break
+            yield _pause(0.01)
+        assert connection.connected
+        given_up = connection._factory
+        yield given_up.stopTrying()  # what txredisapi's connectionMade does on such a failure
+        given_up.pool[0].transport.loseConnection()
+        for _ in range(100):
+            if not given_up.size:
+                break
+            yield _pause(0.01)
+        assert not given_up.size and given_up.stopped
+        for _ in range(300):
+            if connection.connected:
+                break
+            yield _pause(0.01)
+        assert connection.connected and connection.restarts == 1
+        assert (yield connection.execute("PING")) == "PONG"
+    finally:
+        yield connection.stop()

@@ -20,9 +20,12 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from twistgate.stores.address import RedisAddress
+
+log = Logger()
 
 __all__ = ["IRedisConnection", "RedisConnection", "SentinelRedisConnection", "connection_for"]
 
@@ -208,10 +211,19 @@ class RedisConnection:
 
     def __init__(self, address: RedisAddress, reactor, connect_timeout: float = 2.0):
         self.address = address
+        self.restarts = 0
+        self._reactor = reactor
         self._endpoint = endpoint_for(address, reactor, connect_timeout)
+        self._factory = self._new_factory()
+        self._started = False
+        self._stopping = False
+        self._restarted_at: float | None = None
+
+    def _new_factory(self) -> txredisapi.RedisFactory:
+        address = self.address
         # Replies are kept as Redis sent them (convertNumbers=False): the script's figures are
         # strings on purpose, and must not be turned into numbers by guesswork.
-        self._factory = txredisapi.RedisFactory(
+        factory = txredisapi.RedisFactory(
             str(address),
             address.db,
             1,
@@ -222,18 +234,42 @@ class RedisConnection:
             convertNumbers=False,
             username=address.username,
         )
-        self._factory.protocol = _Protocol
-        self._factory.initialDelay = RECONNECT_INITIAL_DELAY
-        self._factory.maxDelay = RECONNECT_MAX_DELAY
-        self._started = False
+        factory.protocol = _Protocol
+        factory.initialDelay = RECONNECT_INITIAL_DELAY
+        factory.maxDelay = RECONNECT_MAX_DELAY
+        return factory
 
     @property
     def connected(self) -> bool:
-        return self._factory.size > 0
+        factory = self._factory
+        if factory.size > 0:
+            return True
+        if factory.stopped and self._started and not self._stopping:
+            self._start_again()
+        return False
+
+    def _start_again(self) -> None:
+        """
+        txredisapi stops reconnecting for good when AUTH or SELECT fails in any way, and that
+        includes the connection being lost in the middle of them, as when Redis restarts
+        ("could not set dbid=0: Lost connection"): a gateway would then never find its Redis
+        again. A new factory takes up the connecting, at most once per RECONNECT_MAX_DELAY (a
+        wrong password is tried again at that pace, not in a loop).
+        """
+        now = self._reactor.seconds()
+        if self._restarted_at is not None and now - self._restarted_at < RECONNECT_MAX_DELAY:
+            return
+        self._restarted_at = now
+        self.restarts += 1
+        log.info("Redis {address}: txredisapi gave up connecting; connecting again",
+                 address=str(self.address))
+        self._factory = self._new_factory()
+        self._factory.startConnecting(self._endpoint)
 
     def start(self) -> None:
         if not self._started:
             self._started = True
+            self._stopping = False
             self._factory.startConnecting(self._endpoint)
 
     def execute(self, *args: object) -> Deferred:
@@ -248,6 +284,7 @@ class RedisConnection:
         return self._factory.handler.execute_command(*args)
 
     def stop(self) -> Deferred:
+        self._stopping = True
         return self._factory.disconnect()
 
 
