@@ -555,3 +555,33 @@ def test_the_connection_connects_again_after_txredisapi_gave_up(redis_server):
         assert (yield connection.execute("PING")) == "PONG"
     finally:
         yield connection.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_through_sentinel_too_the_connection_connects_again_after_txredisapi_gave_up(
+        redis_server, tmp_path):
+    sentinel = RedisSentinel(tmp_path / "sentinel", redis_server).start()
+    connection = connection_for(parse_redis_url(sentinel.url), reactor)
+    connection.start()
+    try:
+        for _ in range(500):
+            if connection.connected:
+                break
+            yield _pause(0.01)
+        assert connection.connected
+        given_up = connection._factory
+        yield given_up.stopTrying()  # as txredisapi does when SELECT fails on a new connection
+        given_up.pool[0].transport.loseConnection()
+        for _ in range(100):
+            if not given_up.size:
+                break
+            yield _pause(0.01)
+        for _ in range(500):
+            if connection.connected:
+                break
+            yield _pause(0.01)
+        assert connection.connected and connection.restarts == 1
+        assert (yield connection.execute("PING")) == "PONG"
+    finally:
+        yield connection.stop()
+        sentinel.stop()

@@ -301,16 +301,44 @@ class SentinelRedisConnection:
 
     def __init__(self, address: RedisAddress):
         self.address = address
+        self.restarts = 0
         self._sentinel: txredisapi.Sentinel | None = None
         self._factory: txredisapi.SentinelConnectionFactory | None = None
+        self._stopping = False
+        self._restarted_at: float | None = None
 
     @property
     def connected(self) -> bool:
-        return self._factory is not None and self._factory.size > 0
+        factory = self._factory
+        if factory is None:
+            return False
+        if factory.size > 0:
+            return True
+        if factory.stopped and not self._stopping:
+            self._start_again()
+        return False
+
+    def _start_again(self) -> None:
+        """L{RedisConnection._start_again}, for the primary that the Sentinels name."""
+        from twisted.internet import reactor  # txredisapi's Sentinel runs on it alone
+
+        now = reactor.seconds()
+        if self._restarted_at is not None and now - self._restarted_at < RECONNECT_MAX_DELAY:
+            return
+        self._restarted_at = now
+        self.restarts += 1
+        log.info("Redis {address}: txredisapi gave up connecting; connecting again",
+                 address=str(self.address))
+        old = self._sentinel
+        self._factory = self._sentinel = None
+        if old is not None:
+            old.disconnect().addErrback(lambda _: None)
+        self.start()
 
     def start(self) -> None:
         if self._factory is not None:
             return
+        self._stopping = False
         made: list[txredisapi.SentinelConnectionFactory] = []
 
         class Factory(txredisapi.SentinelConnectionFactory):
@@ -348,6 +376,7 @@ class SentinelRedisConnection:
         return self._factory.handler.execute_command(*args)
 
     def stop(self) -> Deferred:
+        self._stopping = True
         if self._factory is None:
             return succeed(None)
         return gatherResults(
