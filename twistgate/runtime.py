@@ -187,7 +187,6 @@ def build_runtime(
         services.upstreams.update(upstreams)
         services.forwarder = forwarder
         services.rate_limit_store = rate_limit_store
-        services.redis_link = getattr(rate_limit_store, "link", None)
     else:
         services = FilterServices(reactor, config, dict(upstreams), forwarder, rate_limit_store)
 

@@ -86,8 +86,6 @@ class FilterServices:
     @ivar forwarder: the L{twistgate.upstream.forward.Forwarder} of the configuration in force.
     @ivar rate_limit_store: the L{twistgate.stores.IRateLimitStore} every rate limit shares
         (``[store] backend = redis``), or None: then each limit keeps a memory store of its own.
-    @ivar redis_link: with ``[store] backend = redis``, the link to Redis that the caches'
-        response stores share with the rate-limit store (L{twistgate.stores.redis_link}).
 
     A filter kept across a reload keeps this object, which then names the new configuration's
     upstreams and forwarder.
@@ -99,7 +97,14 @@ class FilterServices:
         self.upstreams = upstreams
         self.forwarder = forwarder
         self.rate_limit_store = rate_limit_store
-        self.redis_link = getattr(rate_limit_store, "link", None)
+
+    @property
+    def redis_link(self):
+        """
+        With ``[store] backend = redis``, the link to Redis that the caches' response stores
+        share with the rate-limit store (L{twistgate.stores.redis_link}); else None.
+        """
+        return getattr(self.rate_limit_store, "link", None)
 
     def forward(self, exchange: Exchange, upstream_name: str) -> Deferred[Reply]:
         """
