@@ -61,14 +61,20 @@ class SlowPurgeGateway:
         return self.purged
 
 
-def test_a_purge_whose_client_hung_up_writes_nothing_when_it_ends():
-    gateway = SlowPurgeGateway()
+def post_purge(gateway):
+    """A POST /cache/purge?prefix=/users on an admin tree of C{gateway}: (channel, transport)."""
     site = StatusSite(admin_tree(gateway), reactor=MemoryReactorClock())
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(b"POST /cache/purge?prefix=/users HTTP/1.1\r\nHost: 127.0.0.1:3001\r\n"
                          b"Content-Length: 0\r\n\r\n")
+    return channel, transport
+
+
+def test_a_purge_whose_client_hung_up_writes_nothing_when_it_ends():
+    gateway = SlowPurgeGateway()
+    channel, transport = post_purge(gateway)
     assert transport.value() == b""
     failures = []
 
@@ -88,12 +94,7 @@ def test_a_purge_whose_client_hung_up_writes_nothing_when_it_ends():
 
 def test_a_slow_purge_answers_its_client_when_it_ends():
     gateway = SlowPurgeGateway()
-    site = StatusSite(admin_tree(gateway), reactor=MemoryReactorClock())
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(b"POST /cache/purge?prefix=/users HTTP/1.1\r\nHost: 127.0.0.1:3001\r\n"
-                         b"Content-Length: 0\r\n\r\n")
+    channel, transport = post_purge(gateway)
     gateway.purged.callback(3)
     head, _, body = transport.value().partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
@@ -106,12 +107,7 @@ def test_a_purge_the_shared_store_could_not_make_answers_503_and_logs_no_traceba
     from twistgate.stores import StoreUnavailable
 
     gateway = SlowPurgeGateway()
-    site = StatusSite(admin_tree(gateway), reactor=MemoryReactorClock())
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    channel.dataReceived(b"POST /cache/purge?prefix=/users HTTP/1.1\r\nHost: 127.0.0.1:3001\r\n"
-                         b"Content-Length: 0\r\n\r\n")
+    channel, transport = post_purge(gateway)
     failures = []
 
     def observe(event):

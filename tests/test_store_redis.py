@@ -527,32 +527,42 @@ def test_the_endpoint_follows_the_url_tcp_verified_tls_or_a_unix_socket():
 
 
 @pytest_twisted.inlineCallbacks
+def wait_until(predicate, seconds):
+    """Poll C{predicate} every 10 ms for at most C{seconds}; its last value."""
+    for _ in range(int(seconds * 100)):
+        if predicate():
+            return True
+        yield _pause(0.01)
+    return predicate()
+
+
+@pytest_twisted.inlineCallbacks
+def gives_up_and_connects_again(connection, first_connect, reconnect):
+    """
+    Connect C{connection}, have txredisapi give up on it as its connectionMade does when SELECT
+    or AUTH fails (stopTrying, and the connection closed), and check it connects again by
+    itself (within C{first_connect} and C{reconnect} seconds).
+    """
+    connection.start()
+    assert (yield wait_until(lambda: connection.connected, first_connect))
+    given_up = connection._factory
+    yield given_up.stopTrying()
+    given_up.pool[0].transport.loseConnection()
+    yield wait_until(lambda: not given_up.size, 1.0)
+    assert not given_up.size and given_up.stopped
+    assert (yield wait_until(lambda: connection.connected, reconnect))
+    assert connection.restarts == 1
+    assert (yield connection.execute("PING")) == "PONG"
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_connection_connects_again_after_txredisapi_gave_up(redis_server):
     # txredisapi stops reconnecting for good when SELECT or AUTH fails in any way, the
     # connection lost in the middle of them included (seen when Redis restarts: "could not set
     # dbid=0: Lost connection"). The connection must find Redis again by itself.
     connection = RedisConnection(parse_redis_url(redis_server.url), reactor)
-    connection.start()
     try:
-        for _ in range(200):
-            if connection.connected:
-                break
-            yield _pause(0.01)
-        assert connection.connected
-        given_up = connection._factory
-        yield given_up.stopTrying()  # what txredisapi's connectionMade does on such a failure
-        given_up.pool[0].transport.loseConnection()
-        for _ in range(100):
-            if not given_up.size:
-                break
-            yield _pause(0.01)
-        assert not given_up.size and given_up.stopped
-        for _ in range(300):
-            if connection.connected:
-                break
-            yield _pause(0.01)
-        assert connection.connected and connection.restarts == 1
-        assert (yield connection.execute("PING")) == "PONG"
+        yield gives_up_and_connects_again(connection, 2.0, 3.0)
     finally:
         yield connection.stop()
 
@@ -562,26 +572,8 @@ def test_through_sentinel_too_the_connection_connects_again_after_txredisapi_gav
         redis_server, tmp_path):
     sentinel = RedisSentinel(tmp_path / "sentinel", redis_server).start()
     connection = connection_for(parse_redis_url(sentinel.url), reactor)
-    connection.start()
     try:
-        for _ in range(500):
-            if connection.connected:
-                break
-            yield _pause(0.01)
-        assert connection.connected
-        given_up = connection._factory
-        yield given_up.stopTrying()  # as txredisapi does when SELECT fails on a new connection
-        given_up.pool[0].transport.loseConnection()
-        for _ in range(100):
-            if not given_up.size:
-                break
-            yield _pause(0.01)
-        for _ in range(500):
-            if connection.connected:
-                break
-            yield _pause(0.01)
-        assert connection.connected and connection.restarts == 1
-        assert (yield connection.execute("PING")) == "PONG"
+        yield gives_up_and_connects_again(connection, 5.0, 5.0)
     finally:
         yield connection.stop()
         sentinel.stop()

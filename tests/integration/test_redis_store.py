@@ -29,6 +29,35 @@ def redis_server(tmp_path):
     server.stop()
 
 
+def redis_gateways(tmp_path, running, count, redis, store_timeout, sections):
+    """
+    C{count} gateways on C{redis}, each with its status listener (C{status_base},
+    C{status_url}), C{[store] store_timeout} and the gw.ini C{sections} after the store's.
+    """
+    gateways = []
+    for n in range(count):
+        directory = tmp_path / ("gw%d" % n)
+        directory.mkdir()
+        status_port = free_port()
+        gw = Gateway(directory, f"""
+            [gateway]
+            listen = tcp:{{port}}:interface=127.0.0.1
+            access_log = off
+            [status]
+            listen = tcp:{status_port}:interface=127.0.0.1
+            [store]
+            backend = redis
+            url = {redis.url}
+            store_timeout = {int(store_timeout * 1000)}ms
+            """ + sections)
+        gw.status_base = "http://127.0.0.1:%d" % status_port
+        gw.status_url = gw.status_base + "/status.json"
+        running.append(gw)
+        gateways.append(gw.start())
+        wait_for_port(status_port, process=gw.process)
+    return gateways
+
+
 @pytest.fixture
 def three_gateways(tmp_path, upstreams):
     """C{three_gateways(redis, rate)}: three gateways on that Redis, one upstream behind them."""
@@ -37,34 +66,16 @@ def three_gateways(tmp_path, upstreams):
     def start(redis, rate, nodes=None):
         api = upstreams("api")
         nodes_line = "" if nodes is None else "nodes = %d" % nodes
-        gateways = []
-        for n in range(3):
-            directory = tmp_path / ("gw%d" % n)
-            directory.mkdir()
-            status_port = free_port()
-            gw = Gateway(directory, f"""
-                [gateway]
-                listen = tcp:{{port}}:interface=127.0.0.1
-                access_log = off
-                [status]
-                listen = tcp:{status_port}:interface=127.0.0.1
-                [store]
-                backend = redis
-                url = {redis.url}
-                store_timeout = {int(STORE_TIMEOUT * 1000)}ms
-                {nodes_line}
-                [filter:limit]
-                use = ratelimit
-                rate = {rate}
-                [route:api]
-                prefix = /
-                upstream = {api.url}
-                filters = limit
-                """)
-            gw.status_url = "http://127.0.0.1:%d/status.json" % status_port
-            running.append(gw)
-            gateways.append(gw.start())
-        return gateways
+        return redis_gateways(tmp_path, running, 3, redis, STORE_TIMEOUT, f"""
+            {nodes_line}
+            [filter:limit]
+            use = ratelimit
+            rate = {rate}
+            [route:api]
+            prefix = /
+            upstream = {api.url}
+            filters = limit
+            """)
 
     yield start
     for gw in running:
@@ -289,34 +300,15 @@ def cached_gateways(tmp_path):
         upstream = Counted()
         _, port = serve(upstream)
         listening.append(port)
-        gateways = []
-        for n in range(2):
-            directory = tmp_path / ("gw%d" % n)
-            directory.mkdir()
-            status_port = free_port()
-            gw = Gateway(directory, f"""
-                [gateway]
-                listen = tcp:{{port}}:interface=127.0.0.1
-                access_log = off
-                [status]
-                listen = tcp:{status_port}:interface=127.0.0.1
-                [store]
-                backend = redis
-                url = {redis.url}
-                store_timeout = {int(CACHE_STORE_TIMEOUT * 1000)}ms
-                [filter:cache]
-                use = cache
-                max_shared_body = 1KB
-                [route:api]
-                prefix = /
-                upstream = http://127.0.0.1:{port.getHost().port}
-                filters = cache
-                """)
-            gw.status_base = "http://127.0.0.1:%d" % status_port
-            gw.status_url = gw.status_base + "/status.json"
-            running.append(gw)
-            gateways.append(gw.start())
-            wait_for_port(status_port, process=gw.process)
+        gateways = redis_gateways(tmp_path, running, 2, redis, CACHE_STORE_TIMEOUT, f"""
+            [filter:cache]
+            use = cache
+            max_shared_body = 1KB
+            [route:api]
+            prefix = /
+            upstream = http://127.0.0.1:{port.getHost().port}
+            filters = cache
+            """)
         return gateways, upstream
 
     yield start
