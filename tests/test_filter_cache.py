@@ -631,8 +631,14 @@ def test_a_store_that_answers_later_is_used_through_its_deferreds():
     d = cache.handle(exchange(), upstream)
     store.flush()
     assert header(result(d), b"x-cache") == "HIT"
-    send(cache, Upstream(code=204), method=b"DELETE")
+    # A shared store: the DELETE's answer waits for the invalidation, so that once the client
+    # has it no gateway serves what it replaced.
+    answered = []
+    deleted = cache.handle(exchange(method=b"DELETE"), Upstream(code=204))
+    deleted.addCallback(lambda reply: answered.append(reply) or reply)
+    assert answered == []
     store.flush()
+    assert [reply.code for reply in answered] == [204] and result(deleted).code == 204
     assert store.memory.lookup(b"/r", b"http://gw.example") is None
     d = cache.handle(exchange(), upstream)
     store.flush()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
@@ -569,28 +569,40 @@ class Cache:
 
     # --- invalidation (§4.4) and purging -----------------------------------------------------
 
-    def _after_unsafe(self, reply: Reply, exchange: Exchange) -> Reply:
-        """§4.4: a non-error answer to an unsafe method invalidates its URL, and its Location
-        and Content-Location when they are on the same origin."""
-        if 200 <= reply.code < 400 and not reply.from_gateway:
-            self.invalidate(keys.url(exchange))
-            get = reply.headers.getRawHeaders
-            for name in (b"location", b"content-location"):
-                values = get(name)
-                if values:
-                    url = keys.same_origin_url(exchange, values[0])
-                    if url is not None:
-                        self.invalidate(url)
-        return reply
+    def _after_unsafe(self, reply: Reply, exchange: Exchange) -> Reply | Deferred[Reply]:
+        """
+        §4.4: a non-error answer to an unsafe method invalidates its URL, and its Location and
+        Content-Location when they are on the same origin. With a shared store the answer
+        waits for the invalidations (each within store_timeout), so that once the client has
+        it no gateway serves what it replaced.
+        """
+        if not (200 <= reply.code < 400) or reply.from_gateway:
+            return reply
+        urls = [keys.url(exchange)]
+        get = reply.headers.getRawHeaders
+        for name in (b"location", b"content-location"):
+            values = get(name)
+            if values:
+                url = keys.same_origin_url(exchange, values[0])
+                if url is not None:
+                    urls.append(url)
+        dropped = [self.invalidate(url) for url in urls]
+        if self._sync:
+            return reply
+        d = gatherResults(dropped)
+        d.addCallback(lambda _: reply)
+        return d
 
-    def invalidate(self, url: bytes) -> None:
+    def invalidate(self, url: bytes) -> Deferred[None]:
         """Drop every response stored for C{url}, under every partition, and keep what is in
-        flight for it from being stored."""
+        flight for it from being stored; fires once the store has (a failure is logged)."""
         self.flights.abandon(lambda flight_url: flight_url == url)
         if self._sync:
             self.store.remove(url)
-        else:
-            self.store.delete(url).addErrback(self._store_error)
+            return succeed(None)
+        d = self.store.delete(url)
+        d.addCallbacks(lambda _: None, self._store_error)
+        return d
 
     def purge_prefix(self, prefix: str) -> int | Deferred[int]:
         """
